@@ -1,0 +1,364 @@
+//! Run events: the ordered, immutable log of everything that happened in a run.
+//!
+//! The log is the source of truth: a run's state, step statuses and usage are the fold of its
+//! events (see `baton_runtime::machine`). Events are appended by exactly one writer per run, in
+//! `seq` order, and never change afterwards.
+
+use crate::id::RunId;
+use crate::message::Message;
+use crate::model::{CompletionResponse, ModelError};
+use crate::tool::ToolError;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::sync::Arc;
+
+/// A cheaply clonable name (step, agent, tool, state key).
+pub type Name = Arc<str>;
+
+/// One entry of a run's log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Position in the run's log, from 0, without gaps.
+    pub seq: u64,
+    /// Wall-clock time the event was recorded, microseconds since the Unix epoch.
+    pub at_us: u64,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// One write to a state key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KeyUpdate {
+    /// The state key.
+    pub key: Name,
+    /// The value written; the key's merge rule decides how it combines with the current one.
+    pub value: Value,
+}
+
+/// The status of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Steps are running or ready to run.
+    Running,
+    /// Waiting durably for a human, a timer or an event.
+    Suspended,
+    /// Every step that should have run, ran.
+    Succeeded,
+    /// Some steps failed or were skipped; the rest completed.
+    PartialSuccess,
+    /// The run failed.
+    Failed,
+    /// Stopped by a budget or the kill switch; can be resumed.
+    Halted,
+}
+
+impl RunStatus {
+    /// The process exit code for a run that ended in this status (SPEC §8).
+    pub fn exit_code(self) -> u8 {
+        match self {
+            RunStatus::Succeeded => 0,
+            RunStatus::Failed => 1,
+            RunStatus::PartialSuccess => 3,
+            RunStatus::Suspended => 4,
+            RunStatus::Halted => 5,
+            RunStatus::Running => 1,
+        }
+    }
+
+    /// Whether the run has ended (it may still be resumed if halted or suspended).
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, RunStatus::Running)
+    }
+
+    /// The status as written in events and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Suspended => "suspended",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::PartialSuccess => "partial_success",
+            RunStatus::Failed => "failed",
+            RunStatus::Halted => "halted",
+        }
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Usage {
+    /// Add another usage to this one.
+    pub fn add(&mut self, other: &Usage) {
+        self.model_calls += other.model_calls;
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cost_usd += other.cost_usd;
+        self.tool_calls += other.tool_calls;
+        self.steps += other.steps;
+    }
+}
+
+/// Totals of what a run consumed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Model calls made (successful or not).
+    pub model_calls: u64,
+    /// Prompt tokens.
+    pub input_tokens: u64,
+    /// Completion tokens.
+    pub output_tokens: u64,
+    /// Cost in US dollars, from the price table.
+    pub cost_usd: f64,
+    /// Tool calls requested (including rejected ones).
+    pub tool_calls: u64,
+    /// Steps started (each visit and map item counts).
+    pub steps: u64,
+}
+
+/// What happened. Serialized with a `type` tag in snake case.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EventKind {
+    /// The run began with this input.
+    RunStarted {
+        /// Workflow name.
+        workflow: String,
+        /// The run's input (the initial values of state keys).
+        input: Value,
+        /// The parent run and step, for a sub-workflow.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parent: Option<RunId>,
+    },
+    /// A step (or one item of a map step) began.
+    StepStarted {
+        /// Step id.
+        step: Name,
+        /// Task id: the seq of this event; later events of the task refer to it.
+        task: u64,
+        /// How many times this step has started, this one included.
+        visit: u32,
+        /// The scheduling round it started in.
+        round: u32,
+        /// For a map step: the index of the item.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        item: Option<u32>,
+        /// For an agent step: the agent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent: Option<Name>,
+        /// For an agent step: the rendered prompt and system instructions.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        messages: Vec<Message>,
+        /// What the task works on: a map step's items, a map item, a sub-workflow's input.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<Value>,
+    },
+    /// A step's writes were merged into the state.
+    StateUpdated {
+        /// The writing step.
+        step: Name,
+        /// The round the step started in (parallel writes are those of one round).
+        round: u32,
+        /// The writes, in order.
+        updates: Vec<KeyUpdate>,
+    },
+    /// A task finished successfully.
+    StepCompleted {
+        /// Step id.
+        step: Name,
+        /// Task id.
+        task: u64,
+        /// For a map item: its result (the map step gathers them).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<Value>,
+        /// How long the task took.
+        duration_us: u64,
+    },
+    /// A task failed.
+    StepFailed {
+        /// Step id.
+        step: Name,
+        /// Task id, if the step had started.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        task: Option<u64>,
+        /// Why.
+        error: String,
+        /// Where the run goes because of it: a step id, `continue`, or `fail`.
+        policy: String,
+    },
+    /// A step will not run in this run.
+    StepSkipped {
+        /// Step id.
+        step: Name,
+        /// Why.
+        reason: String,
+    },
+    /// A conditional transition fired.
+    Transition {
+        /// The step whose `next` was evaluated.
+        from: Name,
+        /// The steps activated.
+        to: Vec<Name>,
+        /// The condition that matched, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        when: Option<String>,
+    },
+    /// A model call returned.
+    ModelCalled {
+        /// Step id.
+        step: Name,
+        /// Task id.
+        task: u64,
+        /// Agent.
+        agent: Name,
+        /// Model name.
+        model: String,
+        /// Turn within the agent's loop, from 1.
+        turn: u32,
+        /// Messages added to the conversation since the previous call of this task.
+        input: Vec<Message>,
+        /// The reply.
+        output: CompletionResponse,
+        /// Cost in US dollars.
+        cost_usd: f64,
+        /// Time the call took.
+        duration_us: u64,
+    },
+    /// A model call failed.
+    ModelFailed {
+        /// Step id.
+        step: Name,
+        /// Task id.
+        task: u64,
+        /// Agent.
+        agent: Name,
+        /// Model name.
+        model: String,
+        /// Turn within the agent's loop.
+        turn: u32,
+        /// The error.
+        error: ModelError,
+        /// Time the call took.
+        duration_us: u64,
+    },
+    /// A tool call was answered (by the tool, or by the runtime rejecting it).
+    ToolCalled {
+        /// Step id.
+        step: Name,
+        /// Task id.
+        task: u64,
+        /// The tool name as requested.
+        tool: String,
+        /// The model's call id.
+        call_id: String,
+        /// Arguments as requested.
+        args: Value,
+        /// The result, on success.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<Value>,
+        /// The error, on failure; `unknown` and `invalid_arguments` mean nothing ran.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<ToolError>,
+        /// Time the call took.
+        duration_us: u64,
+    },
+    /// A structured answer failed its schema; the model is asked to repair it.
+    OutputRejected {
+        /// Step id.
+        step: Name,
+        /// Task id.
+        task: u64,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A failed call will be tried again after a delay.
+    Retry {
+        /// Step id.
+        step: Name,
+        /// Task id.
+        task: u64,
+        /// The attempt about to be made, from 2.
+        attempt: u32,
+        /// Delay before it.
+        delay_ms: u64,
+        /// The failure that caused it.
+        reason: String,
+    },
+    /// A timer was set.
+    TimerStarted {
+        /// Timer id (the seq of this event).
+        timer: u64,
+        /// Step it belongs to.
+        step: Name,
+        /// For a retry delay: the task that waits.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        task: Option<u64>,
+        /// Delay.
+        after_ms: u64,
+    },
+    /// A timer fired.
+    TimerFired {
+        /// Timer id.
+        timer: u64,
+    },
+    /// A sub-workflow run began for a step.
+    ChildStarted {
+        /// Step id.
+        step: Name,
+        /// Task id.
+        task: u64,
+        /// The child run.
+        child: RunId,
+    },
+    /// A sub-workflow run ended.
+    ChildFinished {
+        /// Step id.
+        step: Name,
+        /// Task id.
+        task: u64,
+        /// The child run.
+        child: RunId,
+        /// How it ended.
+        status: RunStatus,
+        /// What it consumed (added to this run's usage).
+        usage: Usage,
+    },
+    /// The run ended.
+    RunFinished {
+        /// Final status.
+        status: RunStatus,
+        /// Why, when it did not succeed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+}
+
+impl EventKind {
+    /// The snake-case name of the event type.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            EventKind::RunStarted { .. } => "run_started",
+            EventKind::StepStarted { .. } => "step_started",
+            EventKind::StateUpdated { .. } => "state_updated",
+            EventKind::StepCompleted { .. } => "step_completed",
+            EventKind::StepFailed { .. } => "step_failed",
+            EventKind::StepSkipped { .. } => "step_skipped",
+            EventKind::Transition { .. } => "transition",
+            EventKind::ModelCalled { .. } => "model_called",
+            EventKind::ModelFailed { .. } => "model_failed",
+            EventKind::ToolCalled { .. } => "tool_called",
+            EventKind::OutputRejected { .. } => "output_rejected",
+            EventKind::Retry { .. } => "retry",
+            EventKind::TimerStarted { .. } => "timer_started",
+            EventKind::TimerFired { .. } => "timer_fired",
+            EventKind::ChildStarted { .. } => "child_started",
+            EventKind::ChildFinished { .. } => "child_finished",
+            EventKind::RunFinished { .. } => "run_finished",
+        }
+    }
+}

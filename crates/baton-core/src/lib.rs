@@ -1,0 +1,25 @@
+//! # baton-core
+//!
+//! The vocabulary every other baton crate speaks: identifiers, messages, the run events that
+//! make up a run's log, and the three seams of the runtime — [`Model`], [`Tool`] and
+//! [`RunStore`]. This crate does no I/O and starts no runtime; providers, tools and stores
+//! implement its traits without compiling the engine.
+
+pub mod event;
+pub mod id;
+pub mod message;
+pub mod model;
+pub mod store;
+pub mod tool;
+
+pub use event::{Event, EventKind, KeyUpdate, Name, RunStatus, Usage};
+pub use id::RunId;
+pub use message::{Message, Role, ToolCall};
+pub use model::{
+    CompletionRequest, CompletionResponse, DynModel, Model, ModelError, TokenUsage, ToolDef,
+};
+pub use store::{EventObserver, RunRecord, RunStore, StoreError};
+pub use tool::{DynTool, Tool, ToolContext, ToolError, ToolSpec};
+
+/// A boxed, sendable future: the return type of the object-safe twins of the traits.
+pub type BoxFuture<'a, T> = futures::future::BoxFuture<'a, T>;

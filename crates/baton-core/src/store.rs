@@ -1,0 +1,78 @@
+//! The store seam: where runs and their event logs live.
+//!
+//! One writer appends to a run's log, in `seq` order; a store refuses an append that would
+//! leave a gap or repeat a `seq`, so two writers can never interleave silently.
+
+use crate::BoxFuture;
+use crate::event::{Event, RunStatus};
+use crate::id::RunId;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// What a store knows about a run besides its events.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// The run.
+    pub id: RunId,
+    /// Workflow name.
+    pub workflow: String,
+    /// Current status.
+    pub status: RunStatus,
+    /// The parent run, for a sub-workflow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<RunId>,
+    /// The run's input.
+    pub input: Value,
+    /// Creation time, microseconds since the Unix epoch.
+    pub created_at_us: u64,
+    /// Last status change, microseconds since the Unix epoch.
+    pub updated_at_us: u64,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// No such run.
+    #[error("run {0} not found")]
+    NotFound(RunId),
+    /// A run with that id already exists.
+    #[error("run {0} already exists")]
+    AlreadyExists(RunId),
+    /// An append did not continue the log where it ended (a second writer, or a lost write).
+    #[error("run {run}: append out of order: expected seq {expected}, got {found}")]
+    OutOfOrder {
+        /// The run.
+        run: RunId,
+        /// The next seq the log expects.
+        expected: u64,
+        /// The seq that was offered.
+        found: u64,
+    },
+    /// The backend failed.
+    #[error("store backend: {0}")]
+    Backend(String),
+}
+
+/// Durable (or in-memory) home of runs and their logs.
+pub trait RunStore: Send + Sync {
+    /// Record a new run.
+    fn create_run(&self, run: RunRecord) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Append events to a run's log; the first must carry the next `seq`.
+    fn append(&self, run: RunId, events: Vec<Event>) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Change a run's status.
+    fn set_status(&self, run: RunId, status: RunStatus) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// A run's record.
+    fn run(&self, run: RunId) -> BoxFuture<'_, Result<RunRecord, StoreError>>;
+    /// A run's events with `seq >= from`, in order.
+    fn events(&self, run: RunId, from: u64) -> BoxFuture<'_, Result<Vec<Event>, StoreError>>;
+    /// Runs, newest first, optionally only those in one status.
+    fn runs(&self, status: Option<RunStatus>) -> BoxFuture<'_, Result<Vec<RunRecord>, StoreError>>;
+}
+
+/// Something that watches events as they are recorded (a progress display, a stream).
+/// Observers only consume; they are called by the run's single writer and must not block.
+pub trait EventObserver: Send + Sync {
+    /// Called once per event, in order, before the event is handed to the store.
+    fn on_event(&self, run: RunId, event: &Event);
+}

@@ -1,0 +1,1038 @@
+//! From a [`WorkflowSpec`] to a validated [`Workflow`], collecting every problem with its place.
+
+use crate::error::{Diagnostic, WorkflowError};
+use crate::expr::Expr;
+use crate::registry::{ModelEntry, Registry};
+use crate::spec::{JoinMode, Loc, MergeRule, NextSpec, OnTimeout, Pos, StepSpec, WorkflowSpec};
+use crate::template::Templates;
+use crate::workflow::{
+    AgentDef, Branch, ErrorPolicy, JoinDef, KeyDef, MapDef, StepDef, StepKind, ToolRef, Work,
+    Workflow,
+};
+use baton_core::{DynTool, ToolDef, ToolSpec};
+use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where a spec came from, and what it may refer to.
+pub struct Source<'a> {
+    /// File name shown in errors (`<builder>` for code).
+    pub file: String,
+    /// Directory that relative paths resolve against.
+    pub base_dir: PathBuf,
+    /// Models, tools and functions provided by the embedding program.
+    pub registry: &'a Registry,
+    /// Files being compiled above this one (sub-workflow nesting), to detect include cycles.
+    pub stack: Vec<PathBuf>,
+}
+
+struct Diags {
+    file: String,
+    list: Vec<Diagnostic>,
+}
+
+impl Diags {
+    fn err(&mut self, pos: Option<Pos>, step: Option<&str>, message: impl Into<String>) {
+        self.list.push(Diagnostic {
+            file: self.file.clone(),
+            pos,
+            step: step.map(str::to_string),
+            message: message.into(),
+        });
+    }
+}
+
+/// Position inside a multi-line string value: the value's own position shifted by an offset.
+fn shift(base: Option<Pos>, at: Option<(u32, u32)>) -> Option<Pos> {
+    match (base, at) {
+        (Some(b), Some((line, col))) if line <= 1 => Some(Pos {
+            line: b.line,
+            col: b.col + col.saturating_sub(1),
+        }),
+        (Some(b), Some((line, col))) => Some(Pos {
+            line: b.line + line - 1,
+            col,
+        }),
+        (b, _) => b,
+    }
+}
+
+fn did_you_mean<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> String {
+    let all: Vec<&str> = candidates.collect();
+    if all.is_empty() {
+        return " (none are declared)".to_string();
+    }
+    let close = all.iter().find(|c| {
+        c.eq_ignore_ascii_case(name)
+            || (name.len() > 2 && (c.contains(name) || name.contains(**c)))
+            || edit_distance(c, name) <= 2
+    });
+    match close {
+        Some(c) => format!(" (did you mean `{c}`?)"),
+        None => format!(" (declared: {})", all.join(", ")),
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn compile_schema(schema: &Value) -> Result<Arc<jsonschema::Validator>, String> {
+    jsonschema::validator_for(schema)
+        .map(Arc::new)
+        .map_err(|e| format!("invalid JSON Schema: {e}"))
+}
+
+/// Compile a spec. Every problem is reported, not just the first.
+pub fn compile(spec: &WorkflowSpec, src: &Source<'_>) -> Result<Workflow, WorkflowError> {
+    let mut d = Diags {
+        file: src.file.clone(),
+        list: Vec::new(),
+    };
+    if spec.name.value.trim().is_empty() {
+        d.err(spec.name.pos, None, "the workflow needs a non-empty `name`");
+    }
+
+    // ---- state keys
+    let mut keys = Vec::new();
+    let mut key_index = HashMap::new();
+    for (name, k) in &spec.state.0 {
+        let initial = match (&k.default, k.merge) {
+            (Some(v), rule) => {
+                let ok = match rule {
+                    MergeRule::Replace => true,
+                    MergeRule::Append => v.is_array(),
+                    MergeRule::Merge => v.is_object(),
+                    MergeRule::Sum | MergeRule::Max => v.is_number(),
+                };
+                if !ok {
+                    d.err(
+                        name.pos,
+                        None,
+                        format!(
+                            "state key `{}`: default {} does not fit merge rule `{:?}`",
+                            name.value,
+                            crate::expr::type_name(v),
+                            rule
+                        ),
+                    );
+                }
+                v.clone()
+            }
+            (None, MergeRule::Replace) => Value::Null,
+            (None, MergeRule::Append) => json!([]),
+            (None, MergeRule::Merge) => json!({}),
+            (None, MergeRule::Sum) => json!(0),
+            (None, MergeRule::Max) => Value::Null,
+        };
+        key_index.insert(name.value.clone(), keys.len());
+        keys.push(KeyDef {
+            name: name.value.as_str().into(),
+            rule: k.merge,
+            initial,
+        });
+    }
+    let key_names = || spec.state.0.iter().map(|(k, _)| k.value.as_str());
+    let check_key =
+        |d: &mut Diags, k: &Loc<String>, step: Option<&str>, what: &str| -> Option<usize> {
+            match key_index.get(&k.value) {
+                Some(i) => Some(*i),
+                None => {
+                    d.err(
+                        k.pos,
+                        step,
+                        format!(
+                            "{what} unknown state key `{}`{}",
+                            k.value,
+                            did_you_mean(&k.value, key_names())
+                        ),
+                    );
+                    None
+                }
+            }
+        };
+
+    // ---- models
+    let mut models: HashMap<String, ModelEntry> = src.registry.models.clone();
+    for (alias, m) in &spec.models.0 {
+        let Some(factory) = &src.registry.factory else {
+            if !models.contains_key(&alias.value) {
+                d.err(
+                    alias.pos,
+                    None,
+                    format!("model `{}`: no model factory is configured", alias.value),
+                );
+            }
+            continue;
+        };
+        match factory.build(&alias.value, m, &src.base_dir) {
+            Ok(model) => {
+                models.insert(
+                    alias.value.clone(),
+                    ModelEntry {
+                        model,
+                        name: m.model.clone().unwrap_or_else(|| alias.value.clone()),
+                        price: m.price.unwrap_or_default(),
+                        max_tokens: m.max_tokens,
+                    },
+                );
+            }
+            Err(e) => d.err(
+                m.provider.pos.or(alias.pos),
+                None,
+                format!("model `{}`: {e}", alias.value),
+            ),
+        }
+    }
+
+    // ---- tools
+    let mut tools: HashMap<String, (Arc<dyn DynTool>, Duration)> = src
+        .registry
+        .tools
+        .iter()
+        .map(|(k, v)| (k.clone(), (v.clone(), spec.defaults.timeout.0)))
+        .collect();
+    for (name, t) in &spec.tools.0 {
+        let parameters = t
+            .parameters
+            .as_ref()
+            .map(|p| p.value.clone())
+            .unwrap_or_else(|| json!({"type": "object"}));
+        let tspec = ToolSpec {
+            name: name.value.clone(),
+            description: t.description.clone(),
+            parameters,
+        };
+        let timeout = t.timeout.map(|t| t.0).unwrap_or(spec.defaults.timeout.0);
+        match &t.command {
+            Some(cmd) => {
+                let opts = baton_tools::SubprocessOptions {
+                    timeout,
+                    cwd: Some(src.base_dir.clone()),
+                    env: Vec::new(),
+                };
+                let tool = baton_tools::SubprocessTool::new(tspec, cmd.value.0.clone(), opts);
+                tools.insert(name.value.clone(), (Arc::new(tool), timeout));
+            }
+            None => {
+                if let Some(tool) = src.registry.tools.get(&name.value) {
+                    tools.insert(name.value.clone(), (tool.clone(), timeout));
+                } else {
+                    d.err(
+                        name.pos,
+                        None,
+                        format!(
+                            "tool `{}` has no `command` and no Rust tool of that name is registered",
+                            name.value
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    let mut validators: HashMap<String, Arc<jsonschema::Validator>> = HashMap::new();
+    for (name, (tool, _)) in &tools {
+        match compile_schema(&tool.spec().parameters) {
+            Ok(v) => {
+                validators.insert(name.clone(), v);
+            }
+            Err(e) => {
+                let pos = spec
+                    .tools
+                    .0
+                    .iter()
+                    .find(|(n, _)| &n.value == name)
+                    .and_then(|(n, t)| t.parameters.as_ref().and_then(|p| p.pos).or(n.pos));
+                d.err(pos, None, format!("tool `{name}`: {e}"));
+            }
+        }
+    }
+
+    // ---- agents
+    let default_model = if models.contains_key("default") {
+        Some("default".to_string())
+    } else if models.len() == 1 {
+        models.keys().next().cloned()
+    } else {
+        None
+    };
+    let mut agents = Vec::new();
+    let mut agent_index = HashMap::new();
+    for (name, a) in &spec.agents.0 {
+        let alias = a
+            .model
+            .as_ref()
+            .map(|m| m.value.clone())
+            .or(default_model.clone());
+        let model = match alias.as_ref().and_then(|al| models.get(al)) {
+            Some(m) => Some(m.clone()),
+            None => {
+                let pos = a.model.as_ref().and_then(|m| m.pos).or(name.pos);
+                match &alias {
+                    Some(al) => d.err(
+                        pos,
+                        None,
+                        format!(
+                            "agent `{}` uses unknown model `{al}`{}",
+                            name.value,
+                            did_you_mean(al, models.keys().map(String::as_str))
+                        ),
+                    ),
+                    None => d.err(
+                        pos,
+                        None,
+                        format!(
+                            "agent `{}` names no model and there is no model called `default`",
+                            name.value
+                        ),
+                    ),
+                }
+                None
+            }
+        };
+        let mut trefs = Vec::new();
+        let mut tdefs = Vec::new();
+        for t in &a.tools {
+            match (tools.get(&t.value), validators.get(&t.value)) {
+                (Some((tool, timeout)), Some(v)) => {
+                    let s = tool.spec();
+                    tdefs.push(ToolDef {
+                        name: s.name.clone(),
+                        description: s.description.clone(),
+                        parameters: s.parameters.clone(),
+                    });
+                    trefs.push(ToolRef {
+                        name: t.value.clone(),
+                        tool: tool.clone(),
+                        validator: v.clone(),
+                        timeout: *timeout,
+                    });
+                }
+                (Some(_), None) => {}
+                (None, _) => d.err(
+                    t.pos,
+                    None,
+                    format!(
+                        "agent `{}` uses unknown tool `{}`{}",
+                        name.value,
+                        t.value,
+                        did_you_mean(&t.value, tools.keys().map(String::as_str))
+                    ),
+                ),
+            }
+        }
+        let output_schema = match &a.output_schema {
+            Some(s) => match compile_schema(&s.value) {
+                Ok(v) => Some((s.value.clone(), v)),
+                Err(e) => {
+                    d.err(
+                        s.pos.or(name.pos),
+                        None,
+                        format!("agent `{}`: output_schema: {e}", name.value),
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
+        if let Some(model) = model {
+            agent_index.insert(name.value.clone(), agents.len());
+            agents.push(AgentDef {
+                name: name.value.as_str().into(),
+                instructions: a.instructions.clone(),
+                model,
+                tools: trefs,
+                tool_defs: tdefs,
+                output_schema,
+                max_turns: a.max_turns.unwrap_or(spec.defaults.max_turns).max(1),
+                temperature: a.temperature,
+                timeout: a.timeout.map(|t| t.0).unwrap_or(spec.defaults.timeout.0),
+            });
+        }
+    }
+    let agent_declared: HashSet<&str> = spec
+        .agents
+        .0
+        .iter()
+        .map(|(n, _)| n.value.as_str())
+        .collect();
+
+    // ---- step ids
+    let mut step_index: HashMap<String, usize> = HashMap::new();
+    for (i, s) in spec.steps.iter().enumerate() {
+        if s.id.value.trim().is_empty() {
+            d.err(s.id.pos, None, "a step needs a non-empty `id`");
+        }
+        if step_index.insert(s.id.value.clone(), i).is_some() {
+            d.err(s.id.pos, Some(&s.id.value), "duplicate step id");
+        }
+    }
+    if spec.steps.is_empty() {
+        d.err(spec.name.pos, None, "the workflow has no steps");
+    }
+    let step_names = || spec.steps.iter().map(|s| s.id.value.as_str());
+    let check_step = |d: &mut Diags, r: &Loc<String>, from: &str, what: &str| -> Option<usize> {
+        match step_index.get(&r.value) {
+            Some(i) => Some(*i),
+            None => {
+                d.err(
+                    r.pos,
+                    Some(from),
+                    format!(
+                        "{what} unknown step `{}`{}",
+                        r.value,
+                        did_you_mean(&r.value, step_names())
+                    ),
+                );
+                None
+            }
+        }
+    };
+
+    // ---- steps
+    let mut templates = Templates::new();
+    let mut steps: Vec<StepDef> = Vec::new();
+    for s in &spec.steps {
+        let id = s.id.value.as_str();
+        let reads: Vec<usize> = s
+            .reads
+            .0
+            .iter()
+            .filter_map(|k| check_key(&mut d, k, Some(id), "reads"))
+            .collect();
+        let output = s
+            .output
+            .as_ref()
+            .and_then(|k| check_key(&mut d, k, Some(id), "output is"));
+        let writes: Vec<usize> = s
+            .writes
+            .0
+            .iter()
+            .filter_map(|k| check_key(&mut d, k, Some(id), "writes"))
+            .collect();
+        let needs: Vec<usize> = s
+            .needs
+            .0
+            .iter()
+            .filter_map(|n| {
+                let i = check_step(&mut d, n, id, "needs")?;
+                if i == step_index[id] {
+                    d.err(n.pos, Some(id), "a step cannot need itself");
+                    return None;
+                }
+                Some(i)
+            })
+            .collect();
+        let read_names: Vec<&str> = s.reads.0.iter().map(|k| k.value.as_str()).collect();
+
+        let kind = compile_kind(
+            s,
+            src,
+            spec,
+            &mut d,
+            &mut templates,
+            &agent_index,
+            &agent_declared,
+            &read_names,
+            &key_index,
+        );
+
+        let mut next = Vec::new();
+        let branches: Option<&Vec<crate::spec::BranchSpec>> = match (&s.router, &s.next) {
+            (Some(r), None) => Some(r),
+            (None, Some(NextSpec(b))) => Some(b),
+            (Some(r), Some(_)) => {
+                d.err(
+                    s.id.pos,
+                    Some(id),
+                    "a router step takes its branches in `router`, not `next`",
+                );
+                Some(r)
+            }
+            (None, None) => None,
+        };
+        for b in branches.into_iter().flatten() {
+            let when = b
+                .when
+                .as_ref()
+                .and_then(|w| compile_expr(&mut d, w, id, &key_index, &[]));
+            let to: Vec<usize> =
+                b.to.0
+                    .iter()
+                    .filter_map(|t| check_step(&mut d, t, id, "transition to"))
+                    .collect();
+            if b.to.0.is_empty() {
+                d.err(s.id.pos, Some(id), "a branch needs at least one `to` step");
+            }
+            next.push(Branch { when, to });
+        }
+        if matches!(kind, StepKind::Router) && next.is_empty() {
+            d.err(s.id.pos, Some(id), "a router needs at least one branch");
+        }
+        if matches!(kind, StepKind::Router) && (output.is_some() || !writes.is_empty()) {
+            d.err(
+                s.id.pos,
+                Some(id),
+                "a router writes no state: remove `output`/`writes`",
+            );
+        }
+        let on_error = match s.on_error.as_ref() {
+            None => ErrorPolicy::Fail,
+            Some(p) if p.value == "fail" => ErrorPolicy::Fail,
+            Some(p) if p.value == "continue" => ErrorPolicy::Continue,
+            Some(p) => match check_step(&mut d, p, id, "on_error routes to") {
+                Some(i) => ErrorPolicy::Goto(i),
+                None => ErrorPolicy::Fail,
+            },
+        };
+        let join = match &s.join {
+            None => JoinDef {
+                mode: JoinMode::All,
+                quorum: needs.len(),
+                timeout: None,
+                on_timeout: OnTimeout::Fail,
+            },
+            Some(j) => {
+                if s.needs.0.is_empty() {
+                    d.err(j.pos, Some(id), "`join` needs a `needs` list to wait for");
+                }
+                let quorum = match j.value.mode {
+                    JoinMode::All => needs.len(),
+                    JoinMode::Any => 1,
+                    JoinMode::Quorum => match &j.value.quorum {
+                        Some(q) if q.value >= 1 && (q.value as usize) <= s.needs.0.len() => {
+                            q.value as usize
+                        }
+                        Some(q) => {
+                            d.err(
+                                q.pos.or(j.pos),
+                                Some(id),
+                                format!(
+                                    "quorum {} is not between 1 and the {} needs",
+                                    q.value,
+                                    s.needs.0.len()
+                                ),
+                            );
+                            1
+                        }
+                        None => {
+                            d.err(j.pos, Some(id), "join mode `quorum` needs a `quorum` count");
+                            1
+                        }
+                    },
+                };
+                JoinDef {
+                    mode: j.value.mode,
+                    quorum,
+                    timeout: j.value.timeout.map(|t| t.0),
+                    on_timeout: j.value.on_timeout,
+                }
+            }
+        };
+        if s.max_visits == Some(0) {
+            d.err(s.id.pos, Some(id), "max_visits must be at least 1");
+        }
+        steps.push(StepDef {
+            name: id.into(),
+            description: s.description.clone(),
+            kind,
+            needs,
+            dependents: Vec::new(),
+            has_incoming: false,
+            next,
+            reads,
+            output,
+            writes,
+            on_error,
+            max_visits: s.max_visits.unwrap_or(spec.defaults.max_visits).max(1),
+            timeout: s.timeout.map(|t| t.0).unwrap_or(spec.defaults.timeout.0),
+            join,
+            impact: s.impact.clone(),
+        });
+    }
+
+    // ---- edges
+    let n = steps.len();
+    for i in 0..n {
+        let needs = steps[i].needs.clone();
+        for (pos, nd) in needs.into_iter().enumerate() {
+            steps[nd].dependents.push((i, pos));
+        }
+        let mut targets: Vec<usize> = steps[i]
+            .next
+            .iter()
+            .flat_map(|b| b.to.iter().copied())
+            .collect();
+        if let ErrorPolicy::Goto(t) = steps[i].on_error {
+            targets.push(t);
+        }
+        for t in targets {
+            steps[t].has_incoming = true;
+        }
+    }
+
+    // ---- dependency cycles (needs must form a DAG)
+    if let Some(cycle) = find_cycle(&steps) {
+        let names: Vec<&str> = cycle.iter().map(|&i| &*steps[i].name).collect();
+        let first = &spec.steps[cycle[0]];
+        d.err(
+            first.id.pos,
+            Some(&first.id.value),
+            format!(
+                "dependency cycle: {} -> {} (each needs the next; a step cannot transitively need itself, use `next` with a `when` for loops)",
+                names.join(" -> "),
+                names[0]
+            ),
+        );
+    }
+
+    // ---- entries
+    let mut entries: Vec<usize> = spec
+        .start
+        .0
+        .iter()
+        .filter_map(|s| check_step(&mut d, s, "start", "start names"))
+        .collect();
+    if spec.start.0.is_empty() {
+        entries = (0..n)
+            .filter(|&i| steps[i].needs.is_empty() && !steps[i].has_incoming)
+            .collect();
+        if entries.is_empty() && n > 0 {
+            d.err(
+                spec.name.pos,
+                None,
+                "no entry step: every step needs another or is the target of a transition; name the first with `start:`",
+            );
+        }
+    }
+
+    // ---- reachability
+    if d.list.is_empty() {
+        let mut seen = vec![false; n];
+        let mut stack = entries.clone();
+        while let Some(i) = stack.pop() {
+            if std::mem::replace(&mut seen[i], true) {
+                continue;
+            }
+            for &(dep, _) in &steps[i].dependents {
+                stack.push(dep);
+            }
+            for b in &steps[i].next {
+                stack.extend(b.to.iter().copied());
+            }
+            if let ErrorPolicy::Goto(t) = steps[i].on_error {
+                stack.push(t);
+            }
+        }
+        for (i, s) in spec.steps.iter().enumerate() {
+            if !seen[i] {
+                d.err(
+                    s.id.pos,
+                    Some(&s.id.value),
+                    "unreachable: no entry step leads here through `needs`, `next`, a router or `on_error`",
+                );
+            }
+        }
+    }
+
+    // ---- outputs
+    let outputs: Vec<usize> = match &spec.outputs {
+        Some(list) => list
+            .iter()
+            .filter_map(|k| check_key(&mut d, k, None, "outputs names"))
+            .collect(),
+        None => (0..keys.len()).collect(),
+    };
+
+    if !d.list.is_empty() {
+        d.list
+            .sort_by_key(|x| x.pos.map(|p| (p.line, p.col)).unwrap_or((u32::MAX, 0)));
+        return Err(WorkflowError {
+            diagnostics: d.list,
+        });
+    }
+    Ok(Workflow {
+        name: spec.name.value.clone(),
+        description: spec.description.clone(),
+        file: src.file.clone(),
+        keys,
+        key_index,
+        steps,
+        step_index,
+        agents,
+        entries,
+        outputs,
+        templates,
+        defaults: spec.defaults.clone(),
+    })
+}
+
+fn compile_expr(
+    d: &mut Diags,
+    e: &Loc<String>,
+    step: &str,
+    keys: &HashMap<String, usize>,
+    extra: &[&str],
+) -> Option<Expr> {
+    match Expr::compile(&e.value) {
+        Ok(x) => {
+            let mut ok = true;
+            for v in x.variables() {
+                if !keys.contains_key(v) && !extra.contains(&v.as_str()) {
+                    d.err(
+                        e.pos,
+                        Some(step),
+                        format!(
+                            "expression `{}` uses `{v}`, which is not a state key{}",
+                            e.value,
+                            did_you_mean(
+                                v,
+                                keys.keys().map(String::as_str).chain(extra.iter().copied())
+                            )
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+            ok.then_some(x)
+        }
+        Err(err) => {
+            d.err(
+                shift(e.pos, err.at),
+                Some(step),
+                format!("bad expression `{}`: {}", e.value, err.message),
+            );
+            None
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn compile_work(
+    d: &mut Diags,
+    id: &str,
+    src: &Source<'_>,
+    templates: &mut Templates,
+    agent_index: &HashMap<String, usize>,
+    agent_declared: &HashSet<&str>,
+    allowed_vars: &[&str],
+    agent: Option<&Loc<String>>,
+    prompt: Option<&Loc<String>>,
+    run: Option<&Loc<crate::spec::CommandSpec>>,
+    function: Option<&Loc<String>>,
+    template_name: String,
+) -> Option<Work> {
+    if let Some(a) = agent {
+        let Some(&ai) = agent_index.get(&a.value) else {
+            if !agent_declared.contains(a.value.as_str()) {
+                d.err(
+                    a.pos,
+                    Some(id),
+                    format!(
+                        "unknown agent `{}`{}",
+                        a.value,
+                        did_you_mean(&a.value, agent_declared.iter().copied())
+                    ),
+                );
+            }
+            return None;
+        };
+        let Some(p) = prompt else {
+            d.err(a.pos, Some(id), "an agent step needs a `prompt`");
+            return None;
+        };
+        match templates.add(template_name.clone(), p.value.clone()) {
+            Ok(vars) => {
+                for v in vars {
+                    if !allowed_vars.contains(&v.as_str()) {
+                        d.err(
+                            p.pos,
+                            Some(id),
+                            format!(
+                                "prompt uses `{v}`, which the step does not read (add it to `reads`; the step reads: {})",
+                                if allowed_vars.is_empty() { "nothing".to_string() } else { allowed_vars.join(", ") }
+                            ),
+                        );
+                    }
+                }
+            }
+            Err(e) => {
+                d.err(
+                    shift(p.pos, e.line.map(|l| (l + 1, 1))),
+                    Some(id),
+                    format!("bad prompt template: {}", e.message),
+                );
+                return None;
+            }
+        }
+        return Some(Work::Agent {
+            agent: ai,
+            prompt: template_name,
+        });
+    }
+    if let Some(p) = prompt {
+        d.err(p.pos, Some(id), "`prompt` is only for agent steps");
+    }
+    if let Some(r) = run {
+        return Some(Work::Code {
+            command: r.value.0.clone().into(),
+            cwd: src.base_dir.clone(),
+        });
+    }
+    if let Some(f) = function {
+        return match src.registry.functions.get(&f.value) {
+            Some(func) => Some(Work::Function {
+                name: f.value.clone(),
+                func: func.clone(),
+            }),
+            None => {
+                let names = src.registry.function_names();
+                d.err(
+                    f.pos,
+                    Some(id),
+                    format!(
+                        "unknown function `{}`{}",
+                        f.value,
+                        did_you_mean(&f.value, names.iter().map(String::as_str))
+                    ),
+                );
+                None
+            }
+        };
+    }
+    None
+}
+
+#[allow(clippy::too_many_arguments)]
+fn compile_kind(
+    s: &StepSpec,
+    src: &Source<'_>,
+    spec: &WorkflowSpec,
+    d: &mut Diags,
+    templates: &mut Templates,
+    agent_index: &HashMap<String, usize>,
+    agent_declared: &HashSet<&str>,
+    reads: &[&str],
+    keys: &HashMap<String, usize>,
+) -> StepKind {
+    let id = s.id.value.as_str();
+    let kinds: Vec<&str> = [
+        ("agent", s.agent.is_some()),
+        ("run", s.run.is_some()),
+        ("function", s.function.is_some()),
+        ("workflow", s.workflow.is_some()),
+        ("router", s.router.is_some()),
+        ("map", s.map.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(k, on)| on.then_some(k))
+    .collect();
+    if kinds.len() > 1 {
+        d.err(
+            s.id.pos,
+            Some(id),
+            format!(
+                "a step does one thing, but this one has {}",
+                kinds.join(" and ")
+            ),
+        );
+        return StepKind::Noop;
+    }
+    if let Some(m) = &s.map {
+        let item = m
+            .item_name
+            .as_ref()
+            .map(|n| n.value.clone())
+            .unwrap_or_else(|| "item".into());
+        let over = compile_expr(d, &m.over, id, keys, &[]);
+        let mut allowed: Vec<&str> = reads.to_vec();
+        allowed.push(&item);
+        let bodies = [m.agent.is_some(), m.run.is_some(), m.function.is_some()]
+            .iter()
+            .filter(|b| **b)
+            .count();
+        if bodies != 1 {
+            d.err(
+                m.over.pos,
+                Some(id),
+                "a map needs exactly one of `agent`, `run` or `function`",
+            );
+            return StepKind::Noop;
+        }
+        if s.output.is_none() {
+            d.err(
+                s.id.pos,
+                Some(id),
+                "a map step needs an `output` key to gather its results into",
+            );
+        }
+        let body = compile_work(
+            d,
+            id,
+            src,
+            templates,
+            agent_index,
+            agent_declared,
+            &allowed,
+            m.agent.as_ref(),
+            m.prompt.as_ref(),
+            m.run.as_ref(),
+            m.function.as_ref(),
+            format!("{id}#map"),
+        );
+        let concurrency = m.concurrency.unwrap_or(4);
+        if concurrency == 0 {
+            d.err(m.over.pos, Some(id), "map concurrency must be at least 1");
+        }
+        return match (over, body) {
+            (Some(over), Some(body)) => StepKind::Map(MapDef {
+                over,
+                item_name: item,
+                body,
+                concurrency: concurrency.max(1),
+                on_item_error: m.on_item_error,
+            }),
+            _ => StepKind::Noop,
+        };
+    }
+    if let Some(w) = &s.workflow {
+        let path = src.base_dir.join(&w.value);
+        let canon = path.canonicalize().unwrap_or(path.clone());
+        if src.stack.contains(&canon) {
+            let chain: Vec<String> = src
+                .stack
+                .iter()
+                .chain(std::iter::once(&canon))
+                .map(|p| p.display().to_string())
+                .collect();
+            d.err(
+                w.pos,
+                Some(id),
+                format!("sub-workflow cycle: {}", chain.join(" -> ")),
+            );
+            return StepKind::Noop;
+        }
+        if src.stack.len() as u32 >= spec.defaults.max_depth {
+            d.err(
+                w.pos,
+                Some(id),
+                format!(
+                    "sub-workflows nest deeper than max_depth {}",
+                    spec.defaults.max_depth
+                ),
+            );
+            return StepKind::Noop;
+        }
+        let mut stack = src.stack.clone();
+        stack.push(canon);
+        let child = match crate::loader::load_nested(&path, src.registry, stack) {
+            Ok(c) => c,
+            Err(e) => {
+                let msgs: Vec<String> = e.diagnostics.iter().map(|x| x.to_string()).collect();
+                d.err(
+                    w.pos,
+                    Some(id),
+                    format!("sub-workflow `{}`: {}", w.value, msgs.join("; ")),
+                );
+                return StepKind::Noop;
+            }
+        };
+        let mut input = Vec::new();
+        for (k, e) in &s.input.0 {
+            if !child.key_index.contains_key(&k.value) {
+                d.err(
+                    k.pos,
+                    Some(id),
+                    format!(
+                        "sub-workflow `{}` has no state key `{}`{}",
+                        w.value,
+                        k.value,
+                        did_you_mean(&k.value, child.key_names())
+                    ),
+                );
+                continue;
+            }
+            if let Some(x) = compile_expr(d, e, id, keys, &[]) {
+                input.push((k.value.clone(), x));
+            }
+        }
+        return StepKind::Workflow { child, input };
+    }
+    if s.router.is_some() {
+        return StepKind::Router;
+    }
+    match compile_work(
+        d,
+        id,
+        src,
+        templates,
+        agent_index,
+        agent_declared,
+        reads,
+        s.agent.as_ref(),
+        s.prompt.as_ref(),
+        s.run.as_ref(),
+        s.function.as_ref(),
+        id.to_string(),
+    ) {
+        Some(w) => StepKind::Work(w),
+        None => StepKind::Noop,
+    }
+}
+
+/// Find one cycle among `needs` edges, as a list of step indices in order.
+fn find_cycle(steps: &[StepDef]) -> Option<Vec<usize>> {
+    // Iterative DFS with colours: 0 new, 1 on stack, 2 done.
+    let n = steps.len();
+    let mut colour = vec![0u8; n];
+    let mut parent = vec![usize::MAX; n];
+    for root in 0..n {
+        if colour[root] != 0 {
+            continue;
+        }
+        let mut stack = vec![(root, 0usize)];
+        colour[root] = 1;
+        while let Some(&mut (v, ref mut i)) = stack.last_mut() {
+            if let Some(&u) = steps[v].needs.get(*i) {
+                *i += 1;
+                match colour[u] {
+                    0 => {
+                        colour[u] = 1;
+                        parent[u] = v;
+                        stack.push((u, 0));
+                    }
+                    1 => {
+                        // v needs u, and u is on the stack: u -> ... -> v -> u.
+                        let mut cycle = vec![v];
+                        let mut w = v;
+                        while w != u {
+                            w = parent[w];
+                            cycle.push(w);
+                        }
+                        // cycle is v, parent(v), ..., u; reversed it reads in `needs` order:
+                        // u needs ... needs v, and v needs u.
+                        cycle.reverse();
+                        return Some(cycle);
+                    }
+                    _ => {}
+                }
+            } else {
+                colour[v] = 2;
+                stack.pop();
+            }
+        }
+    }
+    None
+}

@@ -1,0 +1,112 @@
+//! Loading workflow files: YAML text -> [`WorkflowSpec`] -> compiled [`Workflow`].
+
+use crate::compile::{Source, compile};
+use crate::error::WorkflowError;
+use crate::registry::Registry;
+use crate::spec::{Pos, WorkflowSpec};
+use crate::workflow::Workflow;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Largest workflow file accepted (bytes).
+pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Parse YAML text into a spec; `file` names it in errors.
+pub fn parse_spec(text: &str, file: &str) -> Result<WorkflowSpec, WorkflowError> {
+    if text.trim().is_empty() {
+        return Err(WorkflowError::single(file, None, "the file is empty"));
+    }
+    serde_saphyr::from_str::<WorkflowSpec>(text).map_err(|e| {
+        let pos = e.location().and_then(|l| {
+            (l.line() > 0).then(|| Pos {
+                line: l.line() as u32,
+                col: l.column() as u32,
+            })
+        });
+        WorkflowError::single(file, pos, clean_message(&e.to_string()))
+    })
+}
+
+/// serde-saphyr decorates its messages with a source snippet; keep the first line, which
+/// carries the message itself (the position is reported separately).
+fn clean_message(msg: &str) -> String {
+    let first = msg.lines().next().unwrap_or(msg).trim();
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    // "... at line 3, column 5" duplicates our own prefix.
+    match first.rfind(" at line ") {
+        Some(i) => first[..i].to_string(),
+        None => first.to_string(),
+    }
+}
+
+/// Load and compile a workflow file.
+pub fn load_file(path: &Path, registry: &Registry) -> Result<Arc<Workflow>, WorkflowError> {
+    let canon = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    load_nested(path, registry, vec![canon])
+}
+
+pub(crate) fn load_nested(
+    path: &Path,
+    registry: &Registry,
+    stack: Vec<PathBuf>,
+) -> Result<Arc<Workflow>, WorkflowError> {
+    let file = path.display().to_string();
+    let meta = std::fs::metadata(path)
+        .map_err(|e| WorkflowError::single(&file, None, format!("cannot read the file: {e}")))?;
+    if meta.is_dir() {
+        return Err(WorkflowError::single(
+            &file,
+            None,
+            "this is a directory, not a workflow file",
+        ));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(WorkflowError::single(
+            &file,
+            None,
+            format!(
+                "the file is {} bytes; the limit is {MAX_FILE_BYTES}",
+                meta.len()
+            ),
+        ));
+    }
+    let bytes = std::fs::read(path)
+        .map_err(|e| WorkflowError::single(&file, None, format!("cannot read the file: {e}")))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        WorkflowError::single(&file, None, format!("the file is not UTF-8 text: {e}"))
+    })?;
+    let spec = parse_spec(&text, &file)?;
+    let base_dir = path
+        .parent()
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        })
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let src = Source {
+        file,
+        base_dir,
+        registry,
+        stack,
+    };
+    compile(&spec, &src).map(Arc::new)
+}
+
+/// Compile a spec built in code (see [`crate::builder`]); relative paths resolve against the
+/// current directory.
+pub fn compile_spec(
+    spec: &WorkflowSpec,
+    registry: &Registry,
+) -> Result<Arc<Workflow>, WorkflowError> {
+    let src = Source {
+        file: "<builder>".into(),
+        base_dir: PathBuf::from("."),
+        registry,
+        stack: Vec::new(),
+    };
+    compile(&spec, &src).map(Arc::new)
+}

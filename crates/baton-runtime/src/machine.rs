@@ -1,0 +1,1844 @@
+//! The run machine: a pure, synchronous state machine over a compiled workflow.
+//!
+//! `handle(Input) -> Vec<Effect>` decides what happens next and records every decision as an
+//! [`Event`]; `evolve(&Event)` is the only code that changes the machine's state. The executor
+//! performs the effects (model calls, tool calls, code, timers) and feeds their results back as
+//! inputs. Nothing here awaits, reads a clock or touches I/O, so replaying a run's events through
+//! `evolve` rebuilds exactly the machine that wrote them ([`RunMachine::replay`]).
+
+use crate::error::RunError;
+use crate::registry::{StepFn, StepInput, View};
+use crate::spec::{JoinMode, OnItemError, OnTimeout};
+use crate::state::{MergeError, State};
+use crate::workflow::{ErrorPolicy, StepKind, Work, Workflow};
+use baton_core::{
+    CompletionRequest, CompletionResponse, DynModel, DynTool, Event, EventKind, KeyUpdate, Message,
+    ModelError, Name, Role, RunId, RunStatus, ToolContext, ToolError, Usage,
+};
+use serde_json::{Map, Value};
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Something that happened outside the machine.
+#[derive(Debug)]
+pub enum Input {
+    /// Begin the run with this input (an object of state keys).
+    Start {
+        /// The input.
+        input: Value,
+    },
+    /// A code step (function or subprocess) returned.
+    CodeReturned {
+        /// Task.
+        task: u64,
+        /// Its output or a readable error.
+        result: Result<Value, String>,
+        /// How long it took.
+        duration_us: u64,
+    },
+    /// A model call returned.
+    ModelReplied {
+        /// Task.
+        task: u64,
+        /// Reply or error.
+        result: Result<CompletionResponse, ModelError>,
+        /// How long it took.
+        duration_us: u64,
+    },
+    /// A tool call returned.
+    ToolReturned {
+        /// Task.
+        task: u64,
+        /// The model's call id.
+        call_id: String,
+        /// Tool name.
+        tool: String,
+        /// Arguments it ran with.
+        args: Value,
+        /// Result or error.
+        result: Result<Value, ToolError>,
+        /// How long it took.
+        duration_us: u64,
+    },
+    /// A sub-workflow run was created for a task.
+    ChildStarted {
+        /// Task.
+        task: u64,
+        /// Child run.
+        child: RunId,
+    },
+    /// A sub-workflow run ended.
+    ChildFinished {
+        /// Task.
+        task: u64,
+        /// Child run.
+        child: RunId,
+        /// Its status.
+        status: RunStatus,
+        /// Its outputs.
+        output: Value,
+        /// Why it did not succeed.
+        reason: Option<String>,
+        /// What it consumed.
+        usage: Usage,
+        /// How long it took.
+        duration_us: u64,
+    },
+    /// A timer fired.
+    TimerFired {
+        /// Timer.
+        timer: u64,
+    },
+}
+
+/// Something the executor must do.
+pub enum Effect {
+    /// Call a model.
+    CallModel {
+        /// Task.
+        task: u64,
+        /// The provider.
+        model: Arc<dyn DynModel>,
+        /// The request.
+        request: CompletionRequest,
+        /// Per-call timeout.
+        timeout: Duration,
+    },
+    /// Call a tool (arguments already validated).
+    CallTool {
+        /// Task.
+        task: u64,
+        /// The model's call id.
+        call_id: String,
+        /// Tool name.
+        name: String,
+        /// The tool.
+        tool: Arc<dyn DynTool>,
+        /// Arguments.
+        args: Value,
+        /// Context (idempotency key).
+        ctx: ToolContext,
+        /// Per-call timeout.
+        timeout: Duration,
+    },
+    /// Run a Rust step function.
+    CallFunction {
+        /// Task.
+        task: u64,
+        /// The function.
+        func: Arc<dyn StepFn>,
+        /// Its input.
+        input: StepInput,
+    },
+    /// Run a subprocess step.
+    RunCode {
+        /// Task.
+        task: u64,
+        /// Program and arguments.
+        command: Arc<[String]>,
+        /// Working directory.
+        cwd: PathBuf,
+        /// JSON written to its stdin.
+        input: Value,
+        /// Timeout.
+        timeout: Duration,
+    },
+    /// Run a sub-workflow.
+    RunChild {
+        /// Task.
+        task: u64,
+        /// The child workflow.
+        workflow: Arc<Workflow>,
+        /// Its input.
+        input: Value,
+    },
+    /// Fire `TimerFired { timer }` after a delay.
+    StartTimer {
+        /// Timer.
+        timer: u64,
+        /// Delay.
+        after: Duration,
+    },
+    /// The run is over.
+    Finish {
+        /// Final status.
+        status: RunStatus,
+    },
+}
+
+/// Where a step is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepStatus {
+    /// Has not run.
+    NotRun,
+    /// In flight.
+    Running,
+    /// Last visit completed.
+    Completed,
+    /// Last visit failed.
+    Failed,
+    /// Will not run (a need failed).
+    Skipped,
+}
+
+#[derive(Clone, Debug)]
+struct StepRt {
+    status: StepStatus,
+    visits: u32,
+    round: u32,
+    satisfied: Vec<bool>,
+    satisfied_count: usize,
+    absorb: Vec<bool>,
+    failed_needs: usize,
+    triggered: bool,
+    timer: Option<u64>,
+    timed_out: bool,
+}
+
+#[derive(Clone, Debug)]
+struct TaskRt {
+    step: usize,
+    item: Option<u32>,
+    history: Vec<Message>,
+    logged: usize,
+    turn: u32,
+    attempt: u32,
+    repairs: u32,
+    pending_tools: usize,
+}
+
+#[derive(Clone, Debug)]
+struct MapRt {
+    task: u64,
+    items: Vec<Value>,
+    results: Vec<Value>,
+    next: usize,
+    active: usize,
+    done: usize,
+    failed: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+enum TimerRt {
+    Join(usize),
+    Retry(u64),
+}
+
+/// A failure as the final report shows it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Failure {
+    /// Step id.
+    pub step: String,
+    /// Error.
+    pub error: String,
+    /// `fail`, `continue`, `skip` (a map item) or the step routed to.
+    pub policy: String,
+}
+
+/// The pure state machine of one run.
+pub struct RunMachine {
+    wf: Arc<Workflow>,
+    run_id: RunId,
+    seq: u64,
+    now_us: u64,
+    round: u32,
+    state: State,
+    steps: Vec<StepRt>,
+    tasks: HashMap<u64, TaskRt>,
+    maps: HashMap<usize, MapRt>,
+    timers: HashMap<u64, TimerRt>,
+    candidates: VecDeque<usize>,
+    usage: Usage,
+    status: RunStatus,
+    reason: Option<String>,
+    failing: bool,
+    degraded: bool,
+    completed: Vec<usize>,
+    failures: Vec<Failure>,
+    skipped: Vec<(usize, String)>,
+    events: Vec<Event>,
+    effects: Vec<Effect>,
+    broken: Option<String>,
+}
+
+impl std::fmt::Debug for RunMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunMachine")
+            .field("run_id", &self.run_id)
+            .field("seq", &self.seq)
+            .field("status", &self.status)
+            .finish()
+    }
+}
+
+fn strip_fences(s: &str) -> &str {
+    let t = s.trim();
+    if let Some(rest) = t.strip_prefix("```") {
+        let rest = rest.split_once('\n').map_or("", |(_, r)| r);
+        return rest.trim_end().strip_suffix("```").unwrap_or(rest).trim();
+    }
+    t
+}
+
+fn tool_content(result: &Option<Value>, error: &Option<ToolError>) -> String {
+    match (result, error) {
+        (_, Some(e)) => format!("error: {e}"),
+        (Some(Value::String(s)), None) => s.clone(),
+        (Some(v), None) => v.to_string(),
+        (None, None) => String::new(),
+    }
+}
+
+impl RunMachine {
+    /// A machine for a new run of `wf`.
+    pub fn new(wf: Arc<Workflow>, run_id: RunId) -> Self {
+        let steps = wf
+            .steps
+            .iter()
+            .map(|s| StepRt {
+                status: StepStatus::NotRun,
+                visits: 0,
+                round: 0,
+                satisfied: vec![false; s.needs.len()],
+                satisfied_count: 0,
+                absorb: vec![false; s.needs.len()],
+                failed_needs: 0,
+                triggered: false,
+                timer: None,
+                timed_out: false,
+            })
+            .collect();
+        RunMachine {
+            state: State::new(&wf.keys),
+            wf,
+            run_id,
+            seq: 0,
+            now_us: 0,
+            round: 0,
+            steps,
+            tasks: HashMap::new(),
+            maps: HashMap::new(),
+            timers: HashMap::new(),
+            candidates: VecDeque::new(),
+            usage: Usage::default(),
+            status: RunStatus::Running,
+            reason: None,
+            failing: false,
+            degraded: false,
+            completed: Vec::new(),
+            failures: Vec::new(),
+            skipped: Vec::new(),
+            events: Vec::new(),
+            effects: Vec::new(),
+            broken: None,
+        }
+    }
+
+    /// Rebuild a machine from a run's events (the fold). Fails on a log that does not fit the
+    /// workflow.
+    pub fn replay(wf: Arc<Workflow>, run_id: RunId, events: &[Event]) -> Result<Self, RunError> {
+        let mut m = RunMachine::new(wf, run_id);
+        for ev in events {
+            if ev.seq != m.seq {
+                return Err(RunError::Nondeterminism {
+                    seq: ev.seq,
+                    message: format!("expected seq {}", m.seq),
+                });
+            }
+            m.evolve(ev, None)
+                .map_err(|message| RunError::Nondeterminism {
+                    seq: ev.seq,
+                    message,
+                })?;
+            m.seq += 1;
+        }
+        Ok(m)
+    }
+
+    /// Check a run input against the workflow: an object whose keys are declared state keys.
+    pub fn check_input(wf: &Workflow, input: &Value) -> Result<(), RunError> {
+        match input {
+            Value::Null => Ok(()),
+            Value::Object(map) => {
+                for k in map.keys() {
+                    if !wf.key_index.contains_key(k) {
+                        let declared: Vec<&str> = wf.key_names().collect();
+                        return Err(RunError::Input(format!(
+                            "`{k}` is not a state key of workflow `{}` (declared: {})",
+                            wf.name,
+                            declared.join(", ")
+                        )));
+                    }
+                }
+                Ok(())
+            }
+            other => Err(RunError::Input(format!(
+                "the input must be a JSON object of state keys, not {}",
+                crate::expr::type_name(other)
+            ))),
+        }
+    }
+
+    /// The workflow.
+    pub fn workflow(&self) -> &Arc<Workflow> {
+        &self.wf
+    }
+    /// The run id.
+    pub fn run_id(&self) -> RunId {
+        self.run_id
+    }
+    /// The run's status.
+    pub fn status(&self) -> RunStatus {
+        self.status
+    }
+    /// Why the run did not succeed, if it did not.
+    pub fn reason(&self) -> Option<&str> {
+        self.reason.as_deref()
+    }
+    /// Usage so far.
+    pub fn usage(&self) -> &Usage {
+        &self.usage
+    }
+    /// Number of events recorded.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+    /// The current state.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+    /// A step's status by index.
+    pub fn step_status(&self, idx: usize) -> StepStatus {
+        self.steps[idx].status
+    }
+    /// Steps completed, in completion order (repeats for loops).
+    pub fn completed_steps(&self) -> Vec<String> {
+        self.completed
+            .iter()
+            .map(|&i| self.wf.steps[i].name.to_string())
+            .collect()
+    }
+    /// Failures, in order.
+    pub fn failures(&self) -> &[Failure] {
+        &self.failures
+    }
+    /// Steps skipped and why.
+    pub fn skipped_steps(&self) -> Vec<(String, String)> {
+        self.skipped
+            .iter()
+            .map(|(i, r)| (self.wf.steps[*i].name.to_string(), r.clone()))
+            .collect()
+    }
+    /// The state as a JSON object of every key.
+    pub fn state_json(&self) -> Value {
+        Value::Object(
+            self.wf
+                .keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| (k.name.to_string(), (**self.state.get(i)).clone()))
+                .collect(),
+        )
+    }
+    /// The declared outputs as a JSON object.
+    pub fn outputs(&self) -> Value {
+        Value::Object(
+            self.wf
+                .outputs
+                .iter()
+                .map(|&i| {
+                    (
+                        self.wf.keys[i].name.to_string(),
+                        (**self.state.get(i)).clone(),
+                    )
+                })
+                .collect(),
+        )
+    }
+    /// Take the events recorded since the last call.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+    /// Events waiting to be taken.
+    pub fn pending_events(&self) -> &[Event] {
+        &self.events
+    }
+
+    // ------------------------------------------------------------------ recording
+
+    fn emit(&mut self, kind: EventKind, step: Option<usize>) {
+        let ev = Event {
+            seq: self.seq,
+            at_us: self.now_us,
+            kind,
+        };
+        if let Err(e) = self.evolve(&ev, step) {
+            // A live machine only records events it can fold; reaching this is a bug, and the
+            // run is failed rather than left in an unknown state.
+            self.broken.get_or_insert(e);
+        }
+        self.seq += 1;
+        self.events.push(ev);
+    }
+
+    fn step_idx(&self, name: &str, hint: Option<usize>) -> Result<usize, String> {
+        if let Some(h) = hint {
+            return Ok(h);
+        }
+        self.wf
+            .step_index
+            .get(name)
+            .copied()
+            .ok_or_else(|| format!("unknown step `{name}`"))
+    }
+
+    /// Fold one event into the machine. This is the only place the run's state changes.
+    fn evolve(&mut self, ev: &Event, hint: Option<usize>) -> Result<(), String> {
+        match &ev.kind {
+            EventKind::RunStarted { input, .. } => {
+                if let Value::Object(map) = input {
+                    for (k, v) in map {
+                        let i = *self
+                            .wf
+                            .key_index
+                            .get(k)
+                            .ok_or_else(|| format!("unknown state key `{k}`"))?;
+                        self.state.set_input(i, v.clone());
+                    }
+                }
+                for &e in &self.wf.entries {
+                    self.steps[e].triggered = true;
+                    self.candidates.push_back(e);
+                }
+            }
+            EventKind::StepStarted {
+                step,
+                task,
+                visit,
+                round,
+                item,
+                messages,
+                input,
+                ..
+            } => {
+                let s = self.step_idx(step, hint)?;
+                self.round = self.round.max(*round);
+                self.usage.steps += 1;
+                match item {
+                    None => {
+                        let wf = self.wf.clone();
+                        let needs = &wf.steps[s].needs;
+                        let rt = &mut self.steps[s];
+                        rt.status = StepStatus::Running;
+                        rt.visits = *visit;
+                        rt.round = *round;
+                        rt.triggered = false;
+                        rt.timed_out = false;
+                        rt.timer = None;
+                        rt.failed_needs = 0;
+                        rt.satisfied_count = 0;
+                        for (p, &n) in needs.iter().enumerate() {
+                            let was = std::mem::replace(&mut self.steps[s].satisfied[p], false);
+                            self.steps[s].absorb[p] =
+                                !was && self.steps[n].status == StepStatus::Running;
+                        }
+                        if let StepKind::Map(_) = &wf.steps[s].kind {
+                            let items = match input {
+                                Some(Value::Array(a)) => a.clone(),
+                                _ => Vec::new(),
+                            };
+                            self.maps.insert(
+                                s,
+                                MapRt {
+                                    task: *task,
+                                    results: vec![Value::Null; items.len()],
+                                    items,
+                                    next: 0,
+                                    active: 0,
+                                    done: 0,
+                                    failed: None,
+                                },
+                            );
+                            return Ok(());
+                        }
+                    }
+                    Some(i) => {
+                        let m = self
+                            .maps
+                            .get_mut(&s)
+                            .ok_or_else(|| format!("map item of `{step}` outside a map"))?;
+                        m.active += 1;
+                        m.next = m.next.max(*i as usize + 1);
+                    }
+                }
+                self.tasks.insert(
+                    *task,
+                    TaskRt {
+                        step: s,
+                        item: *item,
+                        logged: messages.len(),
+                        history: messages.clone(),
+                        turn: 0,
+                        attempt: 1,
+                        repairs: 0,
+                        pending_tools: 0,
+                    },
+                );
+            }
+            EventKind::StateUpdated {
+                step,
+                round,
+                updates,
+            } => {
+                let s = self.step_idx(step, hint)?;
+                for u in updates {
+                    let k = *self
+                        .wf
+                        .key_index
+                        .get(&*u.key)
+                        .ok_or_else(|| format!("unknown state key `{}`", u.key))?;
+                    let rule = self.wf.keys[k].rule;
+                    self.state
+                        .apply(k, rule, u.value.clone(), (*round, s as u32));
+                }
+            }
+            EventKind::StepCompleted {
+                step, task, output, ..
+            } => {
+                let s = self.step_idx(step, hint)?;
+                let t = self.tasks.remove(task);
+                if let Some(i) = t.as_ref().and_then(|t| t.item) {
+                    let m = self
+                        .maps
+                        .get_mut(&s)
+                        .ok_or_else(|| format!("map item of `{step}` outside a map"))?;
+                    if let Some(slot) = m.results.get_mut(i as usize) {
+                        *slot = output.clone().unwrap_or(Value::Null);
+                    }
+                    m.active = m.active.saturating_sub(1);
+                    m.done += 1;
+                    return Ok(());
+                }
+                self.maps.remove(&s);
+                self.steps[s].status = StepStatus::Completed;
+                self.completed.push(s);
+                let wf = self.wf.clone();
+                for &(d, p) in &wf.steps[s].dependents {
+                    let rt = &mut self.steps[d];
+                    if std::mem::replace(&mut rt.absorb[p], false) {
+                        continue;
+                    }
+                    if !rt.satisfied[p] {
+                        rt.satisfied[p] = true;
+                        rt.satisfied_count += 1;
+                    }
+                    self.candidates.push_back(d);
+                }
+                if self.steps[s].triggered {
+                    self.candidates.push_back(s);
+                }
+            }
+            EventKind::StepFailed {
+                step,
+                task,
+                error,
+                policy,
+            } => {
+                let s = self.step_idx(step, hint)?;
+                let t = task.and_then(|t| self.tasks.remove(&t));
+                self.failures.push(Failure {
+                    step: step.to_string(),
+                    error: error.clone(),
+                    policy: policy.clone(),
+                });
+                if let Some(i) = t.as_ref().and_then(|t| t.item) {
+                    let m = self
+                        .maps
+                        .get_mut(&s)
+                        .ok_or_else(|| format!("map item of `{step}` outside a map"))?;
+                    m.active = m.active.saturating_sub(1);
+                    m.done += 1;
+                    if policy == "skip" {
+                        self.degraded = true;
+                    } else if m.failed.is_none() {
+                        m.failed = Some(format!("item {i}: {error}"));
+                    }
+                    return Ok(());
+                }
+                self.maps.remove(&s);
+                self.steps[s].status = StepStatus::Failed;
+                match policy.as_str() {
+                    "fail" => {
+                        self.failing = true;
+                        self.reason
+                            .get_or_insert_with(|| format!("step `{step}` failed: {error}"));
+                    }
+                    "continue" => self.degraded = true,
+                    _ => {}
+                }
+                self.propagate_loss(s);
+            }
+            EventKind::StepSkipped { step, reason } => {
+                let s = self.step_idx(step, hint)?;
+                self.steps[s].status = StepStatus::Skipped;
+                self.steps[s].triggered = false;
+                self.skipped.push((s, reason.clone()));
+                self.propagate_loss(s);
+            }
+            EventKind::Transition { to, .. } => {
+                for t in to {
+                    let i = self.step_idx(t, None)?;
+                    self.steps[i].triggered = true;
+                    self.candidates.push_back(i);
+                }
+            }
+            EventKind::ModelCalled {
+                task,
+                output,
+                cost_usd,
+                ..
+            } => {
+                self.usage.model_calls += 1;
+                self.usage.input_tokens += output.usage.input_tokens;
+                self.usage.output_tokens += output.usage.output_tokens;
+                self.usage.cost_usd += cost_usd;
+                if let Some(t) = self.tasks.get_mut(task) {
+                    t.history.push(Message {
+                        role: Role::Assistant,
+                        content: output.content.clone(),
+                        tool_calls: output.tool_calls.clone(),
+                        tool_call_id: None,
+                    });
+                    t.logged = t.history.len();
+                    t.turn += 1;
+                    t.attempt = 1;
+                    t.pending_tools = output.tool_calls.len();
+                }
+            }
+            EventKind::ModelFailed { .. } => {
+                self.usage.model_calls += 1;
+            }
+            EventKind::ToolCalled {
+                task,
+                call_id,
+                result,
+                error,
+                ..
+            } => {
+                self.usage.tool_calls += 1;
+                if let Some(t) = self.tasks.get_mut(task) {
+                    t.history.push(Message::tool_result(
+                        call_id.clone(),
+                        tool_content(result, error),
+                    ));
+                    t.pending_tools = t.pending_tools.saturating_sub(1);
+                }
+            }
+            EventKind::OutputRejected { task, reason, .. } => {
+                if let Some(t) = self.tasks.get_mut(task) {
+                    t.history.push(Message::text(
+                        Role::User,
+                        format!(
+                            "Your answer was rejected: {reason}. Reply again with only a JSON value that satisfies the schema."
+                        ),
+                    ));
+                    t.repairs += 1;
+                }
+            }
+            EventKind::Retry { task, attempt, .. } => {
+                if let Some(t) = self.tasks.get_mut(task) {
+                    t.attempt = *attempt;
+                }
+            }
+            EventKind::TimerStarted {
+                timer, step, task, ..
+            } => match task {
+                Some(t) => {
+                    self.timers.insert(*timer, TimerRt::Retry(*t));
+                }
+                None => {
+                    let s = self.step_idx(step, hint)?;
+                    self.steps[s].timer = Some(*timer);
+                    self.timers.insert(*timer, TimerRt::Join(s));
+                }
+            },
+            EventKind::TimerFired { timer } => {
+                if let Some(TimerRt::Join(s)) = self.timers.remove(timer) {
+                    if self.steps[s].timer == Some(*timer)
+                        && self.steps[s].status != StepStatus::Running
+                    {
+                        self.steps[s].timed_out = true;
+                        self.candidates.push_back(s);
+                    }
+                }
+            }
+            EventKind::ChildStarted { .. } => {}
+            EventKind::ChildFinished { usage, .. } => {
+                self.usage.add(usage);
+            }
+            EventKind::RunFinished { status, reason } => {
+                self.status = *status;
+                if reason.is_some() {
+                    self.reason = reason.clone();
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// A step will not produce a result in this generation: count it against its dependents.
+    fn propagate_loss(&mut self, s: usize) {
+        let wf = self.wf.clone();
+        for &(d, p) in &wf.steps[s].dependents {
+            let rt = &mut self.steps[d];
+            if std::mem::replace(&mut rt.absorb[p], false) {
+                continue;
+            }
+            if !rt.satisfied[p] {
+                rt.failed_needs += 1;
+            }
+            self.candidates.push_back(d);
+        }
+    }
+
+    // ------------------------------------------------------------------ deciding
+
+    /// Feed one input; returns the effects to perform. `now_us` stamps the events it records.
+    pub fn handle(&mut self, input: Input, now_us: u64) -> Vec<Effect> {
+        self.now_us = now_us;
+        if self.status.is_terminal() {
+            return Vec::new();
+        }
+        match input {
+            Input::Start { input } => {
+                let input = if input.is_null() {
+                    Value::Object(Map::new())
+                } else {
+                    input
+                };
+                self.emit(
+                    EventKind::RunStarted {
+                        workflow: self.wf.name.clone(),
+                        input,
+                        parent: None,
+                    },
+                    None,
+                );
+            }
+            Input::CodeReturned {
+                task,
+                result,
+                duration_us,
+            } => {
+                if self.tasks.contains_key(&task) {
+                    match result {
+                        Ok(v) => self.complete_task(task, v, duration_us),
+                        Err(e) => self.fail_task(task, e),
+                    }
+                }
+            }
+            Input::ModelReplied {
+                task,
+                result,
+                duration_us,
+            } => {
+                if self.tasks.contains_key(&task) {
+                    self.on_model(task, result, duration_us);
+                }
+            }
+            Input::ToolReturned {
+                task,
+                call_id,
+                tool,
+                args,
+                result,
+                duration_us,
+            } => {
+                if self.tasks.contains_key(&task) {
+                    let (result, error) = match result {
+                        Ok(v) => (Some(v), None),
+                        Err(e) => (None, Some(e)),
+                    };
+                    let step = self.task_step_name(task);
+                    let s = self.tasks[&task].step;
+                    self.emit(
+                        EventKind::ToolCalled {
+                            step,
+                            task,
+                            tool,
+                            call_id,
+                            args,
+                            result,
+                            error,
+                            duration_us,
+                        },
+                        Some(s),
+                    );
+                    if self.tasks.get(&task).is_some_and(|t| t.pending_tools == 0) {
+                        self.call_model(task);
+                    }
+                }
+            }
+            Input::ChildStarted { task, child } => {
+                if let Some(t) = self.tasks.get(&task) {
+                    let s = t.step;
+                    let step = self.wf.steps[s].name.clone();
+                    self.emit(EventKind::ChildStarted { step, task, child }, Some(s));
+                }
+            }
+            Input::ChildFinished {
+                task,
+                child,
+                status,
+                output,
+                reason,
+                usage,
+                duration_us,
+            } => {
+                if let Some(t) = self.tasks.get(&task) {
+                    let s = t.step;
+                    let step = self.wf.steps[s].name.clone();
+                    self.emit(
+                        EventKind::ChildFinished {
+                            step,
+                            task,
+                            child,
+                            status,
+                            usage,
+                        },
+                        Some(s),
+                    );
+                    match status {
+                        RunStatus::Succeeded | RunStatus::PartialSuccess => {
+                            self.complete_task(task, output, duration_us)
+                        }
+                        other => self.fail_task(
+                            task,
+                            format!(
+                                "sub-workflow run {child} ended {other}{}",
+                                reason.map(|r| format!(": {r}")).unwrap_or_default()
+                            ),
+                        ),
+                    }
+                }
+            }
+            Input::TimerFired { timer } => {
+                if let Some(t) = self.timers.get(&timer).cloned() {
+                    self.emit(EventKind::TimerFired { timer }, None);
+                    match t {
+                        TimerRt::Retry(task) => {
+                            if self.tasks.contains_key(&task) {
+                                self.call_model(task);
+                            }
+                        }
+                        TimerRt::Join(s) => self.on_join_timeout(s),
+                    }
+                }
+            }
+        }
+        self.schedule();
+        if let Some(e) = self.broken.take() {
+            self.failing = true;
+            self.reason = Some(format!("internal error: {e}"));
+        }
+        self.maybe_finish();
+        std::mem::take(&mut self.effects)
+    }
+
+    fn task_step_name(&self, task: u64) -> Name {
+        self.tasks
+            .get(&task)
+            .map(|t| self.wf.steps[t.step].name.clone())
+            .unwrap_or_else(|| "?".into())
+    }
+
+    fn needs_ok(&self, s: usize) -> bool {
+        let def = &self.wf.steps[s];
+        let rt = &self.steps[s];
+        if def.needs.is_empty() {
+            return true;
+        }
+        if rt.satisfied_count >= def.join.quorum {
+            return true;
+        }
+        rt.timed_out && def.join.on_timeout == OnTimeout::Proceed && rt.satisfied_count > 0
+    }
+
+    fn ready(&self, s: usize) -> bool {
+        let def = &self.wf.steps[s];
+        let rt = &self.steps[s];
+        if rt.status == StepStatus::Running {
+            return false;
+        }
+        let trig = rt.triggered || (!def.has_incoming && !def.needs.is_empty());
+        trig && self.needs_ok(s)
+    }
+
+    fn never_ready(&self, s: usize) -> bool {
+        let def = &self.wf.steps[s];
+        let rt = &self.steps[s];
+        !def.needs.is_empty()
+            && rt.status != StepStatus::Running
+            && def.needs.len() - rt.failed_needs.min(def.needs.len()) < def.join.quorum
+            && rt.satisfied_count < def.join.quorum
+    }
+
+    fn schedule(&mut self) {
+        let mut round = None;
+        while let Some(s) = self.candidates.pop_front() {
+            if self.failing {
+                continue;
+            }
+            if self.ready(s) {
+                let r = *round.get_or_insert(self.round + 1);
+                self.start(s, r);
+            } else if self.never_ready(s)
+                && !matches!(
+                    self.steps[s].status,
+                    StepStatus::Skipped | StepStatus::Failed
+                )
+                && (self.steps[s].triggered || !self.wf.steps[s].has_incoming)
+            {
+                let wf = self.wf.clone();
+                let def = &wf.steps[s];
+                let lost: Vec<&str> = def
+                    .needs
+                    .iter()
+                    .filter(|&&n| {
+                        matches!(
+                            self.steps[n].status,
+                            StepStatus::Failed | StepStatus::Skipped
+                        )
+                    })
+                    .map(|&n| &*wf.steps[n].name)
+                    .collect();
+                let reason = format!("needs {}, which did not complete", quote_list(&lost));
+                self.emit(
+                    EventKind::StepSkipped {
+                        step: def.name.clone(),
+                        reason,
+                    },
+                    Some(s),
+                );
+            }
+        }
+    }
+
+    fn maybe_finish(&mut self) {
+        if self.status.is_terminal() || !self.tasks.is_empty() || !self.candidates.is_empty() {
+            return;
+        }
+        let status = if self.failing {
+            RunStatus::Failed
+        } else if self.degraded {
+            RunStatus::PartialSuccess
+        } else {
+            RunStatus::Succeeded
+        };
+        let reason = match status {
+            RunStatus::Succeeded => None,
+            RunStatus::PartialSuccess => Some(format!(
+                "{} step(s) failed, {} skipped",
+                self.failures.len(),
+                self.skipped.len()
+            )),
+            _ => self.reason.clone(),
+        };
+        self.emit(EventKind::RunFinished { status, reason }, None);
+        self.effects.push(Effect::Finish { status });
+    }
+
+    fn view(&self, reads: &[usize]) -> View {
+        View::new(
+            reads
+                .iter()
+                .map(|&k| (self.wf.keys[k].name.clone(), self.state.get(k).clone()))
+                .collect(),
+        )
+    }
+
+    fn template_ctx(&self, reads: &[usize], item: Option<(&str, &Value)>) -> Map<String, Value> {
+        let mut ctx: Map<String, Value> = reads
+            .iter()
+            .map(|&k| {
+                (
+                    self.wf.keys[k].name.to_string(),
+                    (**self.state.get(k)).clone(),
+                )
+            })
+            .collect();
+        if let Some((name, v)) = item {
+            ctx.insert(name.to_string(), v.clone());
+        }
+        ctx
+    }
+
+    fn start(&mut self, s: usize, round: u32) {
+        let wf = self.wf.clone();
+        let def = &wf.steps[s];
+        let visit = self.steps[s].visits + 1;
+        if visit > def.max_visits {
+            self.steps[s].triggered = false;
+            self.fail_step(
+                s,
+                None,
+                format!(
+                    "visit bound reached: the step already ran {} time(s) (max_visits {})",
+                    def.max_visits, def.max_visits
+                ),
+            );
+            return;
+        }
+        let task = self.seq;
+        let started =
+            |m: &mut Self, agent: Option<Name>, messages: Vec<Message>, input: Option<Value>| {
+                m.emit(
+                    EventKind::StepStarted {
+                        step: def.name.clone(),
+                        task,
+                        visit,
+                        round,
+                        item: None,
+                        agent,
+                        messages,
+                        input,
+                    },
+                    Some(s),
+                );
+            };
+        match &def.kind {
+            StepKind::Work(work) => match self.prepare_work(s, work, task, None) {
+                Ok((agent, messages, effect)) => {
+                    started(self, agent, messages, None);
+                    match effect {
+                        Some(e) => self.effects.push(e),
+                        None => self.call_model(task),
+                    }
+                }
+                Err(e) => {
+                    started(self, None, Vec::new(), None);
+                    self.fail_task(task, e);
+                }
+            },
+            StepKind::Workflow { child, input } => {
+                let mut obj = Map::new();
+                let mut err = None;
+                for (k, e) in input {
+                    match e.eval(|n| self.lookup(n)) {
+                        Ok(v) => {
+                            obj.insert(k.clone(), v);
+                        }
+                        Err(x) => {
+                            err = Some(format!("input `{k}`: {x}"));
+                            break;
+                        }
+                    }
+                }
+                let input = Value::Object(obj);
+                started(self, None, Vec::new(), Some(input.clone()));
+                match err {
+                    Some(e) => self.fail_task(task, e),
+                    None => self.effects.push(Effect::RunChild {
+                        task,
+                        workflow: child.clone(),
+                        input,
+                    }),
+                }
+            }
+            StepKind::Map(m) => match m.over.eval(|n| self.lookup(n)) {
+                Ok(Value::Array(items)) => {
+                    started(self, None, Vec::new(), Some(Value::Array(items)));
+                    self.pump_map(s);
+                }
+                Ok(other) => {
+                    started(self, None, Vec::new(), None);
+                    self.fail_task(
+                        task,
+                        format!(
+                            "map over `{}` gave {}, not a list",
+                            m.over.source(),
+                            crate::expr::type_name(&other)
+                        ),
+                    );
+                }
+                Err(e) => {
+                    started(self, None, Vec::new(), None);
+                    self.fail_task(task, e);
+                }
+            },
+            StepKind::Router | StepKind::Noop => {
+                started(self, None, Vec::new(), None);
+                self.complete_task(task, Value::Null, 0);
+            }
+        }
+        // Arm the timeouts of joins waiting on this step.
+        for &(d, _) in &def.dependents {
+            let dd = &wf.steps[d];
+            if let Some(after) = dd.join.timeout {
+                if self.steps[d].timer.is_none() && self.steps[d].status != StepStatus::Running {
+                    let timer = self.seq;
+                    self.emit(
+                        EventKind::TimerStarted {
+                            timer,
+                            step: dd.name.clone(),
+                            task: None,
+                            after_ms: after.as_millis() as u64,
+                        },
+                        Some(d),
+                    );
+                    self.effects.push(Effect::StartTimer { timer, after });
+                }
+            }
+        }
+    }
+
+    fn lookup(&self, name: &str) -> Option<&Value> {
+        self.wf.key_index.get(name).map(|&k| &**self.state.get(k))
+    }
+
+    /// Prepare a step's (or map item's) work: for agents the opening messages (the model call
+    /// follows the StepStarted event); for code, the effect.
+    #[allow(clippy::type_complexity)]
+    fn prepare_work(
+        &self,
+        s: usize,
+        work: &Work,
+        task: u64,
+        item: Option<(&str, &Value)>,
+    ) -> Result<(Option<Name>, Vec<Message>, Option<Effect>), String> {
+        let def = &self.wf.steps[s];
+        match work {
+            Work::Agent { agent, prompt } => {
+                let a = &self.wf.agents[*agent];
+                let ctx = self.template_ctx(&def.reads, item);
+                let text = self
+                    .wf
+                    .templates
+                    .render(prompt, &ctx)
+                    .map_err(|e| format!("prompt: {e}"))?;
+                let mut system = a.instructions.clone();
+                if let Some((schema, _)) = &a.output_schema {
+                    if !system.is_empty() {
+                        system.push_str("\n\n");
+                    }
+                    system.push_str(
+                        "Reply with only a JSON value that satisfies this JSON Schema:\n",
+                    );
+                    system.push_str(&schema.to_string());
+                }
+                let mut messages = Vec::with_capacity(2);
+                if !system.is_empty() {
+                    messages.push(Message::text(Role::System, system));
+                }
+                messages.push(Message::text(Role::User, text));
+                Ok((Some(a.name.clone()), messages, None))
+            }
+            Work::Code { command, cwd } => {
+                let mut input = Map::new();
+                input.insert("step".into(), Value::String(def.name.to_string()));
+                input.insert("state".into(), self.view(&def.reads).to_json());
+                if let Some((_, v)) = item {
+                    input.insert("item".into(), v.clone());
+                }
+                Ok((
+                    None,
+                    Vec::new(),
+                    Some(Effect::RunCode {
+                        task,
+                        command: command.clone(),
+                        cwd: cwd.clone(),
+                        input: Value::Object(input),
+                        timeout: def.timeout,
+                    }),
+                ))
+            }
+            Work::Function { func, .. } => Ok((
+                None,
+                Vec::new(),
+                Some(Effect::CallFunction {
+                    task,
+                    func: func.clone(),
+                    input: StepInput {
+                        step: def.name.clone(),
+                        item: item.map(|(_, v)| v.clone()),
+                        state: self.view(&def.reads),
+                    },
+                }),
+            )),
+        }
+    }
+
+    /// Start as many map items as the concurrency limit allows; finish the map when all are in.
+    fn pump_map(&mut self, s: usize) {
+        let wf = self.wf.clone();
+        let def = &wf.steps[s];
+        let StepKind::Map(md) = &def.kind else { return };
+        loop {
+            let Some(m) = self.maps.get(&s) else { return };
+            if m.failed.is_some() || m.next >= m.items.len() || m.active >= md.concurrency as usize
+            {
+                break;
+            }
+            let i = m.next;
+            let item = m.items[i].clone();
+            let task = self.seq;
+            let prepared = self.prepare_work(s, &md.body, task, Some((&md.item_name, &item)));
+            let (agent, messages, effect, err) = match prepared {
+                Ok((a, msgs, e)) => (a, msgs, e, None),
+                Err(e) => (None, Vec::new(), None, Some(e)),
+            };
+            let is_agent = matches!(md.body, Work::Agent { .. });
+            self.emit(
+                EventKind::StepStarted {
+                    step: def.name.clone(),
+                    task,
+                    visit: self.steps[s].visits,
+                    round: self.steps[s].round,
+                    item: Some(i as u32),
+                    agent,
+                    messages,
+                    input: Some(item),
+                },
+                Some(s),
+            );
+            match (err, effect) {
+                (Some(e), _) => self.fail_task(task, e),
+                (None, Some(e)) => self.effects.push(e),
+                (None, None) if is_agent => self.call_model(task),
+                (None, None) => {}
+            }
+        }
+        let Some(m) = self.maps.get(&s) else { return };
+        if m.active == 0 && (m.failed.is_some() || m.done >= m.items.len()) {
+            let map_task = m.task;
+            match m.failed.clone() {
+                Some(e) => self.fail_task(map_task, e),
+                None => {
+                    let results = Value::Array(m.results.clone());
+                    self.complete_task(map_task, results, 0);
+                }
+            }
+        }
+    }
+
+    fn complete_task(&mut self, task: u64, value: Value, duration_us: u64) {
+        let Some(t) = self.tasks.get(&task) else {
+            return;
+        };
+        let s = t.step;
+        let wf = self.wf.clone();
+        let def = &wf.steps[s];
+        if t.item.is_some() {
+            self.emit(
+                EventKind::StepCompleted {
+                    step: def.name.clone(),
+                    task,
+                    output: Some(value),
+                    duration_us,
+                },
+                Some(s),
+            );
+            self.pump_map(s);
+            return;
+        }
+        let round = self.steps[s].round;
+        let tag = (round, s as u32);
+        let mut updates: Vec<KeyUpdate> = Vec::new();
+        let mut problem = None;
+        if !def.writes.is_empty() {
+            match &value {
+                Value::Object(obj) => {
+                    for (field, v) in obj {
+                        match def.writes.iter().find(|&&k| *wf.keys[k].name == **field) {
+                            Some(&k) => updates.push(KeyUpdate {
+                                key: wf.keys[k].name.clone(),
+                                value: v.clone(),
+                            }),
+                            None => {
+                                problem = Some(format!(
+                                    "output field `{field}` is not among the step's `writes` ({})",
+                                    def.writes
+                                        .iter()
+                                        .map(|&k| &*wf.keys[k].name)
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                ));
+                                break;
+                            }
+                        }
+                    }
+                }
+                other => {
+                    problem = Some(format!(
+                        "the step declares `writes`, so its output must be an object, not {}",
+                        crate::expr::type_name(other)
+                    ))
+                }
+            }
+        }
+        if let Some(k) = def.output {
+            updates.push(KeyUpdate {
+                key: wf.keys[k].name.clone(),
+                value,
+            });
+        }
+        if problem.is_none() {
+            for u in &updates {
+                let k = wf.key_index[&*u.key];
+                match self.state.check(k, wf.keys[k].rule, &u.value, tag) {
+                    Ok(()) => {}
+                    Err(MergeError::Conflict { other_step }) => {
+                        problem = Some(format!(
+                            "conflicting parallel writes to replace key `{}`: steps `{}` and `{}` both wrote it in round {round}",
+                            u.key, wf.steps[other_step as usize].name, def.name
+                        ));
+                        break;
+                    }
+                    Err(MergeError::Type(m)) => {
+                        problem = Some(format!("state key `{}` {m}", u.key));
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(p) = problem {
+            self.fail_task(task, p);
+            return;
+        }
+        if !updates.is_empty() {
+            self.emit(
+                EventKind::StateUpdated {
+                    step: def.name.clone(),
+                    round,
+                    updates,
+                },
+                Some(s),
+            );
+        }
+        self.emit(
+            EventKind::StepCompleted {
+                step: def.name.clone(),
+                task,
+                output: None,
+                duration_us,
+            },
+            Some(s),
+        );
+        self.route(s);
+    }
+
+    fn route(&mut self, s: usize) {
+        let wf = self.wf.clone();
+        let def = &wf.steps[s];
+        for b in &def.next {
+            let hit = match &b.when {
+                None => Ok(true),
+                Some(e) => e.eval_bool(|n| self.lookup(n)),
+            };
+            match hit {
+                Ok(true) => {
+                    self.emit(
+                        EventKind::Transition {
+                            from: def.name.clone(),
+                            to: b.to.iter().map(|&t| wf.steps[t].name.clone()).collect(),
+                            when: b.when.as_ref().map(|e| e.source().to_string()),
+                        },
+                        Some(s),
+                    );
+                    return;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    self.fail_step(s, None, format!("routing: {e}"));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn fail_task(&mut self, task: u64, error: String) {
+        let Some(t) = self.tasks.get(&task) else {
+            return;
+        };
+        let s = t.step;
+        if t.item.is_some() {
+            let wf = self.wf.clone();
+            let StepKind::Map(md) = &wf.steps[s].kind else {
+                return;
+            };
+            let policy = match md.on_item_error {
+                OnItemError::Skip => "skip",
+                OnItemError::Fail => "fail",
+            };
+            self.emit(
+                EventKind::StepFailed {
+                    step: wf.steps[s].name.clone(),
+                    task: Some(task),
+                    error,
+                    policy: policy.into(),
+                },
+                Some(s),
+            );
+            self.pump_map(s);
+            return;
+        }
+        self.fail_step(s, Some(task), error);
+    }
+
+    fn fail_step(&mut self, s: usize, task: Option<u64>, error: String) {
+        let wf = self.wf.clone();
+        let def = &wf.steps[s];
+        let policy = match def.on_error {
+            ErrorPolicy::Fail => "fail".to_string(),
+            ErrorPolicy::Continue => "continue".to_string(),
+            ErrorPolicy::Goto(t) => wf.steps[t].name.to_string(),
+        };
+        self.emit(
+            EventKind::StepFailed {
+                step: def.name.clone(),
+                task,
+                error,
+                policy,
+            },
+            Some(s),
+        );
+        if let ErrorPolicy::Goto(t) = def.on_error {
+            self.emit(
+                EventKind::Transition {
+                    from: def.name.clone(),
+                    to: vec![wf.steps[t].name.clone()],
+                    when: Some("on_error".into()),
+                },
+                Some(s),
+            );
+        }
+    }
+
+    fn on_join_timeout(&mut self, s: usize) {
+        let wf = self.wf.clone();
+        let def = &wf.steps[s];
+        let rt = &self.steps[s];
+        if rt.status == StepStatus::Running || !rt.timed_out {
+            return;
+        }
+        let proceed = def.join.on_timeout == OnTimeout::Proceed && rt.satisfied_count > 0;
+        if proceed {
+            self.candidates.push_back(s);
+            return;
+        }
+        let waiting: Vec<&str> = def
+            .needs
+            .iter()
+            .enumerate()
+            .filter(|(p, _)| !rt.satisfied[*p])
+            .map(|(_, &n)| &*wf.steps[n].name)
+            .collect();
+        let mode = match def.join.mode {
+            JoinMode::All => "all",
+            JoinMode::Quorum => "quorum",
+            JoinMode::Any => "any",
+        };
+        let msg = format!(
+            "join ({mode}) timed out after {} ms: {} of {} needs arrived, {} required (still waiting for {})",
+            def.join.timeout.map_or(0, |d| d.as_millis()),
+            rt.satisfied_count,
+            def.needs.len(),
+            def.join.quorum,
+            quote_list(&waiting)
+        );
+        self.steps[s].timed_out = false;
+        self.fail_step(s, None, msg);
+    }
+
+    // ------------------------------------------------------------------ agents
+
+    fn call_model(&mut self, task: u64) {
+        let Some(t) = self.tasks.get(&task) else {
+            return;
+        };
+        let wf = self.wf.clone();
+        let def = &wf.steps[t.step];
+        let agent = match &def.kind {
+            StepKind::Work(Work::Agent { agent, .. }) => *agent,
+            StepKind::Map(m) => match &m.body {
+                Work::Agent { agent, .. } => *agent,
+                _ => return,
+            },
+            _ => return,
+        };
+        let a = &wf.agents[agent];
+        if t.turn >= a.max_turns {
+            let msg = format!(
+                "agent `{}` used its {} turn(s) without a final answer (max_turns)",
+                a.name, a.max_turns
+            );
+            self.fail_task(task, msg);
+            return;
+        }
+        let request = CompletionRequest {
+            model: a.model.name.clone(),
+            agent: a.name.to_string(),
+            step: def.name.to_string(),
+            messages: t.history.clone(),
+            tools: a.tool_defs.clone(),
+            output_schema: a.output_schema.as_ref().map(|(s, _)| s.clone()),
+            max_tokens: a.model.max_tokens,
+            temperature: a.temperature,
+        };
+        self.effects.push(Effect::CallModel {
+            task,
+            model: a.model.model.clone(),
+            request,
+            timeout: a.timeout.min(def.timeout),
+        });
+    }
+
+    fn agent_of(&self, task: u64) -> Option<usize> {
+        let t = self.tasks.get(&task)?;
+        match &self.wf.steps[t.step].kind {
+            StepKind::Work(Work::Agent { agent, .. }) => Some(*agent),
+            StepKind::Map(m) => match &m.body {
+                Work::Agent { agent, .. } => Some(*agent),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    fn on_model(
+        &mut self,
+        task: u64,
+        result: Result<CompletionResponse, ModelError>,
+        duration_us: u64,
+    ) {
+        let Some(ai) = self.agent_of(task) else {
+            return;
+        };
+        let wf = self.wf.clone();
+        let a = &wf.agents[ai];
+        let t = &self.tasks[&task];
+        let s = t.step;
+        let step = wf.steps[s].name.clone();
+        let turn = t.turn + 1;
+        match result {
+            Err(error) => {
+                let attempt = t.attempt;
+                let retry = error.is_retryable() && attempt <= wf.defaults.model_retries;
+                let reason = error.to_string();
+                self.emit(
+                    EventKind::ModelFailed {
+                        step: step.clone(),
+                        task,
+                        agent: a.name.clone(),
+                        model: a.model.name.clone(),
+                        turn,
+                        error,
+                        duration_us,
+                    },
+                    Some(s),
+                );
+                if retry {
+                    let base = wf.defaults.retry_backoff.0;
+                    let delay = base.saturating_mul(1u32 << (attempt - 1).min(16));
+                    self.emit(
+                        EventKind::Retry {
+                            step: step.clone(),
+                            task,
+                            attempt: attempt + 1,
+                            delay_ms: delay.as_millis() as u64,
+                            reason,
+                        },
+                        Some(s),
+                    );
+                    let timer = self.seq;
+                    self.emit(
+                        EventKind::TimerStarted {
+                            timer,
+                            step,
+                            task: Some(task),
+                            after_ms: delay.as_millis() as u64,
+                        },
+                        Some(s),
+                    );
+                    self.effects.push(Effect::StartTimer {
+                        timer,
+                        after: delay,
+                    });
+                } else {
+                    self.fail_task(
+                        task,
+                        format!("model call failed after {attempt} attempt(s): {reason}"),
+                    );
+                }
+            }
+            Ok(resp) => {
+                let p = &a.model.price;
+                let cost = resp.usage.input_tokens as f64 * p.input_per_mtok / 1e6
+                    + resp.usage.output_tokens as f64 * p.output_per_mtok / 1e6;
+                let input = t.history[t.logged.min(t.history.len())..].to_vec();
+                let calls = resp.tool_calls.clone();
+                let content = resp.content.clone();
+                self.emit(
+                    EventKind::ModelCalled {
+                        step: step.clone(),
+                        task,
+                        agent: a.name.clone(),
+                        model: a.model.name.clone(),
+                        turn,
+                        input,
+                        output: resp,
+                        cost_usd: cost,
+                        duration_us,
+                    },
+                    Some(s),
+                );
+                if !calls.is_empty() {
+                    for c in calls {
+                        self.dispatch_tool(task, s, ai, c);
+                    }
+                    if self.tasks.get(&task).is_some_and(|t| t.pending_tools == 0) {
+                        self.call_model(task);
+                    }
+                    return;
+                }
+                match &a.output_schema {
+                    None => self.complete_task(task, Value::String(content), 0),
+                    Some((_, validator)) => {
+                        let parsed: Result<Value, String> =
+                            serde_json::from_str(strip_fences(&content))
+                                .map_err(|e| format!("the answer is not JSON ({e})"));
+                        let checked = parsed.and_then(|v| {
+                            let errs: Vec<String> = validator
+                                .iter_errors(&v)
+                                .take(5)
+                                .map(|e| {
+                                    let path = e.instance_path().to_string();
+                                    if path.is_empty() {
+                                        e.to_string()
+                                    } else {
+                                        format!("at {path}: {e}")
+                                    }
+                                })
+                                .collect();
+                            if errs.is_empty() {
+                                Ok(v)
+                            } else {
+                                Err(format!(
+                                    "the answer does not match the schema: {}",
+                                    errs.join("; ")
+                                ))
+                            }
+                        });
+                        match checked {
+                            Ok(v) => self.complete_task(task, v, 0),
+                            Err(reason) => {
+                                let repairs = self.tasks[&task].repairs;
+                                if repairs < wf.defaults.output_repairs {
+                                    self.emit(
+                                        EventKind::OutputRejected { step, task, reason },
+                                        Some(s),
+                                    );
+                                    self.call_model(task);
+                                } else {
+                                    self.fail_task(
+                                        task,
+                                        format!(
+                                            "malformed structured output after {repairs} repair request(s): {reason}"
+                                        ),
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn dispatch_tool(&mut self, task: u64, s: usize, ai: usize, call: baton_core::ToolCall) {
+        let wf = self.wf.clone();
+        let a = &wf.agents[ai];
+        let step = wf.steps[s].name.clone();
+        let reject = |m: &mut Self, error: ToolError, call: baton_core::ToolCall| {
+            m.emit(
+                EventKind::ToolCalled {
+                    step: step.clone(),
+                    task,
+                    tool: call.name,
+                    call_id: call.id,
+                    args: call.args,
+                    result: None,
+                    error: Some(error),
+                    duration_us: 0,
+                },
+                Some(s),
+            );
+        };
+        let Some(tr) = a.tools.iter().find(|t| t.name == call.name) else {
+            let available = if a.tools.is_empty() {
+                "none".to_string()
+            } else {
+                a.tools
+                    .iter()
+                    .map(|t| t.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let error = ToolError::Unknown {
+                name: call.name.clone(),
+                available,
+            };
+            reject(self, error, call);
+            return;
+        };
+        let errs: Vec<String> = tr
+            .validator
+            .iter_errors(&call.args)
+            .take(5)
+            .map(|e| {
+                let path = e.instance_path().to_string();
+                if path.is_empty() {
+                    e.to_string()
+                } else {
+                    format!("at {path}: {e}")
+                }
+            })
+            .collect();
+        if !errs.is_empty() {
+            let error = ToolError::InvalidArguments {
+                tool: call.name.clone(),
+                message: errs.join("; "),
+            };
+            reject(self, error, call);
+            return;
+        }
+        let ctx = ToolContext {
+            run_id: self.run_id.to_string(),
+            step: step.to_string(),
+            idempotency_key: format!("{}:{}:{}", self.run_id, task, call.id),
+        };
+        self.effects.push(Effect::CallTool {
+            task,
+            call_id: call.id,
+            name: call.name,
+            tool: tr.tool.clone(),
+            args: call.args,
+            ctx,
+            timeout: tr.timeout,
+        });
+    }
+}
+
+fn quote_list(names: &[&str]) -> String {
+    if names.is_empty() {
+        return "nothing".into();
+    }
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,188 @@
+//! What the embedding program provides to workflows: models, Rust tools and Rust step functions.
+//!
+//! The runtime never names a concrete provider or tool; the composition root (the `baton` CLI,
+//! or your service) fills a [`Registry`] and compiles workflows against it.
+
+use crate::spec::{ModelSpec, PriceSpec};
+use baton_core::{BoxFuture, DynModel, DynTool, Name};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+
+/// The state a step may see: exactly the keys it declared in `reads`.
+#[derive(Clone, Debug, Default)]
+pub struct View {
+    entries: Vec<(Name, Arc<Value>)>,
+}
+
+impl View {
+    pub(crate) fn new(entries: Vec<(Name, Arc<Value>)>) -> Self {
+        View { entries }
+    }
+
+    /// The value of a key the step reads (`None` if it does not read it).
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.entries
+            .iter()
+            .find(|(k, _)| &**k == key)
+            .map(|(_, v)| &**v)
+    }
+
+    /// The keys and values, in declaration order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.entries.iter().map(|(k, v)| (&**k, &**v))
+    }
+
+    /// The view as a JSON object.
+    pub fn to_json(&self) -> Value {
+        Value::Object(
+            self.entries
+                .iter()
+                .map(|(k, v)| (k.to_string(), (**v).clone()))
+                .collect(),
+        )
+    }
+}
+
+/// What a code step receives.
+#[derive(Clone, Debug)]
+pub struct StepInput {
+    /// The step id.
+    pub step: Name,
+    /// For a map step: the item.
+    pub item: Option<Value>,
+    /// The state the step reads.
+    pub state: View,
+}
+
+/// The result of a step function: ready now (no allocation), or later.
+pub enum StepFuture {
+    /// Done synchronously.
+    Ready(Result<Value, String>),
+    /// Running asynchronously.
+    Pending(BoxFuture<'static, Result<Value, String>>),
+}
+
+/// A Rust function usable as a code step (`function: name` in YAML).
+pub trait StepFn: Send + Sync {
+    /// Run the step. `Err` carries a readable reason.
+    fn call(&self, input: StepInput) -> StepFuture;
+}
+
+struct SyncFn<F>(F);
+impl<F> StepFn for SyncFn<F>
+where
+    F: Fn(StepInput) -> Result<Value, String> + Send + Sync,
+{
+    fn call(&self, input: StepInput) -> StepFuture {
+        StepFuture::Ready((self.0)(input))
+    }
+}
+
+struct AsyncFn<F>(F);
+impl<F, Fut> StepFn for AsyncFn<F>
+where
+    F: Fn(StepInput) -> Fut + Send + Sync,
+    Fut: Future<Output = Result<Value, String>> + Send + 'static,
+{
+    fn call(&self, input: StepInput) -> StepFuture {
+        StepFuture::Pending(Box::pin((self.0)(input)))
+    }
+}
+
+/// A model as compiled into a workflow: the provider, its model name and its price.
+#[derive(Clone)]
+pub struct ModelEntry {
+    /// The provider.
+    pub model: Arc<dyn DynModel>,
+    /// The provider's model name, sent in requests.
+    pub name: String,
+    /// Price per million tokens.
+    pub price: PriceSpec,
+    /// Upper bound on completion tokens.
+    pub max_tokens: Option<u32>,
+}
+
+impl std::fmt::Debug for ModelEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelEntry")
+            .field("name", &self.name)
+            .field("price", &self.price)
+            .finish()
+    }
+}
+
+/// Builds models from the `models:` section of a workflow (the CLI maps provider names to
+/// implementations here).
+pub trait ModelFactory: Send + Sync {
+    /// Build the model for `alias`. `base_dir` is the workflow file's directory, against which
+    /// relative paths (a script file) resolve. `Err` is a readable reason.
+    fn build(
+        &self,
+        alias: &str,
+        spec: &ModelSpec,
+        base_dir: &Path,
+    ) -> Result<Arc<dyn DynModel>, String>;
+}
+
+/// Models, tools and functions available to workflows.
+#[derive(Clone, Default)]
+pub struct Registry {
+    pub(crate) models: HashMap<String, ModelEntry>,
+    pub(crate) tools: HashMap<String, Arc<dyn DynTool>>,
+    pub(crate) functions: HashMap<String, Arc<dyn StepFn>>,
+    pub(crate) factory: Option<Arc<dyn ModelFactory>>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Register a model under an alias (used when the workflow does not declare that alias).
+    pub fn model(mut self, alias: impl Into<String>, entry: ModelEntry) -> Self {
+        self.models.insert(alias.into(), entry);
+        self
+    }
+
+    /// Set the factory that builds the models a workflow declares.
+    pub fn model_factory(mut self, factory: Arc<dyn ModelFactory>) -> Self {
+        self.factory = Some(factory);
+        self
+    }
+
+    /// Register a Rust tool under its spec's name.
+    pub fn tool(mut self, tool: Arc<dyn DynTool>) -> Self {
+        self.tools.insert(tool.spec().name.clone(), tool);
+        self
+    }
+
+    /// Register a synchronous Rust step function.
+    pub fn function<F>(mut self, name: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(StepInput) -> Result<Value, String> + Send + Sync + 'static,
+    {
+        self.functions.insert(name.into(), Arc::new(SyncFn(f)));
+        self
+    }
+
+    /// Register an asynchronous Rust step function.
+    pub fn async_function<F, Fut>(mut self, name: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(StepInput) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Value, String>> + Send + 'static,
+    {
+        self.functions.insert(name.into(), Arc::new(AsyncFn(f)));
+        self
+    }
+
+    /// Names of registered functions, sorted (for error messages).
+    pub fn function_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.functions.keys().cloned().collect();
+        v.sort();
+        v
+    }
+}

@@ -1,0 +1,414 @@
+//! The conformance suite for [`RunStore`] backends (feature `test-utils`).
+//!
+//! Every store — in memory, SQLite, PostgreSQL — should pass [`conformance`]; a store that
+//! deliberately discards events (like [`NullStore`](crate::NullStore)) should pass
+//! [`conformance_without_events`]. Run it from a test of the backend's crate:
+//!
+//! ```
+//! # async fn demo() {
+//! let store = baton_store::MemoryStore::new();
+//! baton_store::testing::conformance(&store).await;
+//! # }
+//! ```
+//!
+//! The checks create their own runs with fresh ids and only look at those, so the store need
+//! not be empty, and the suite may run more than once against the same store. A failed check
+//! panics with a message naming the rule that was broken.
+
+use baton_core::{Event, EventKind, KeyUpdate, RunId, RunRecord, RunStatus, RunStore, StoreError};
+use serde_json::json;
+use std::collections::HashSet;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Microseconds since the Unix epoch, now.
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// A running run of `workflow` with a fresh id, created (and last updated) at `created_at_us`.
+pub fn record(workflow: &str, created_at_us: u64) -> RunRecord {
+    RunRecord {
+        id: RunId::new(),
+        workflow: workflow.to_owned(),
+        status: RunStatus::Running,
+        parent: None,
+        input: json!({"topic": "conformance", "n": 3, "tags": ["a", "b"], "nested": {"x": 1.5}}),
+        created_at_us,
+        updated_at_us: created_at_us,
+    }
+}
+
+/// A plausible event with the given `seq`: `run_started` for 0, then a mix of kinds with JSON
+/// payloads, so that a store that serializes events is exercised.
+pub fn event(seq: u64) -> Event {
+    let kind = match seq {
+        0 => EventKind::RunStarted {
+            workflow: "conformance".into(),
+            input: json!({"topic": "stores"}),
+            parent: None,
+        },
+        _ => match seq % 3 {
+            0 => EventKind::StateUpdated {
+                step: "write".into(),
+                round: u32::try_from(seq).unwrap_or(u32::MAX),
+                updates: vec![KeyUpdate {
+                    key: "draft".into(),
+                    value: json!({"text": format!("draft {seq} — ✓"), "score": 0.25, "ok": true}),
+                }],
+            },
+            1 => EventKind::StepSkipped {
+                step: "review".into(),
+                reason: format!("condition false at {seq}"),
+            },
+            _ => EventKind::TimerFired { timer: seq },
+        },
+    };
+    Event {
+        seq,
+        at_us: 1_700_000_000_000_000 + seq,
+        kind,
+    }
+}
+
+/// Events `from..to`, as produced by [`event`].
+pub fn events(from: u64, to: u64) -> Vec<Event> {
+    (from..to).map(event).collect()
+}
+
+/// The full suite: records, ordering, event read-back, status, listing.
+pub async fn conformance(store: &dyn RunStore) {
+    create_and_read(store).await;
+    create_twice(store).await;
+    not_found(store).await;
+    append_ordering(store).await;
+    events_from_offset(store).await;
+    status_change(store).await;
+    runs_newest_first_and_filtered(store).await;
+}
+
+/// The suite minus event read-back, for stores that discard events on purpose.
+pub async fn conformance_without_events(store: &dyn RunStore) {
+    create_and_read(store).await;
+    create_twice(store).await;
+    not_found(store).await;
+    append_ordering(store).await;
+    status_change(store).await;
+    runs_newest_first_and_filtered(store).await;
+}
+
+async fn create(store: &dyn RunStore, run: &RunRecord) {
+    if let Err(e) = store.create_run(run.clone()).await {
+        panic!("create_run({}) failed: {e}", run.id);
+    }
+}
+
+async fn append_ok(store: &dyn RunStore, run: RunId, from: u64, to: u64) {
+    if let Err(e) = store.append(run, events(from, to)).await {
+        panic!("append of seqs {from}..{to} failed: {e}");
+    }
+}
+
+/// Append `seqs` to a log whose next seq is `next` and check the refusal: `OutOfOrder` naming
+/// the first offending event (`found`) and the seq that belonged in its place (`expected`).
+async fn append_rejected(store: &dyn RunStore, run: RunId, seqs: &[u64], next: u64) {
+    let batch: Vec<Event> = seqs.iter().map(|&s| event(s)).collect();
+    let (want_expected, want_found) = seqs
+        .iter()
+        .zip(next..)
+        .find(|&(&s, want)| s != want)
+        .map(|(&s, want)| (want, s))
+        .expect("append_rejected needs a batch that is out of order");
+    match store.append(run, batch).await {
+        Err(StoreError::OutOfOrder {
+            run: r,
+            expected,
+            found,
+        }) => {
+            assert_eq!(r, run, "OutOfOrder names the wrong run");
+            assert_eq!(
+                (expected, found),
+                (want_expected, want_found),
+                "append of seqs {seqs:?} to a log expecting {next}: \
+                 OutOfOrder must give (expected, found) of the first offending event"
+            );
+        }
+        other => panic!(
+            "append of seqs {seqs:?} to a log expecting {next} must fail with OutOfOrder, got {other:?}"
+        ),
+    }
+}
+
+/// A created run reads back exactly as given.
+pub async fn create_and_read(store: &dyn RunStore) {
+    let mut run = record("conformance-create", now_us());
+    run.parent = Some(RunId::new());
+    create(store, &run).await;
+    let back = store.run(run.id).await.expect("run() of a created run");
+    assert_eq!(back, run, "run() must return the record as created");
+    let fresh = store
+        .events(run.id, 0)
+        .await
+        .expect("events() of a created run");
+    assert!(fresh.is_empty(), "a new run has no events");
+}
+
+/// Creating a run twice fails with `AlreadyExists` and leaves the first record alone.
+pub async fn create_twice(store: &dyn RunStore) {
+    let run = record("conformance-twice", now_us());
+    create(store, &run).await;
+    let mut again = run.clone();
+    again.workflow = "conformance-impostor".into();
+    match store.create_run(again).await {
+        Err(StoreError::AlreadyExists(id)) => assert_eq!(id, run.id),
+        other => panic!("second create_run must fail with AlreadyExists, got {other:?}"),
+    }
+    let back = store
+        .run(run.id)
+        .await
+        .expect("run() after a refused create");
+    assert_eq!(back, run, "a refused create_run must not change the record");
+}
+
+/// Every operation on an unknown run fails with `NotFound`.
+pub async fn not_found(store: &dyn RunStore) {
+    let ghost = RunId::new();
+    let expect_not_found = |what: &str, result: Result<(), StoreError>| match result {
+        Err(StoreError::NotFound(id)) => {
+            assert_eq!(id, ghost, "{what}: NotFound names the wrong run")
+        }
+        other => panic!("{what} of an unknown run must fail with NotFound, got {other:?}"),
+    };
+    expect_not_found("run()", store.run(ghost).await.map(drop));
+    expect_not_found("append()", store.append(ghost, events(0, 1)).await);
+    expect_not_found("append() of nothing", store.append(ghost, Vec::new()).await);
+    expect_not_found(
+        "set_status()",
+        store.set_status(ghost, RunStatus::Failed).await,
+    );
+    expect_not_found("events()", store.events(ghost, 0).await.map(drop));
+}
+
+/// Appends must continue the log exactly: no gaps, no repeats, no partial batches.
+pub async fn append_ordering(store: &dyn RunStore) {
+    let run = record("conformance-order", now_us());
+    create(store, &run).await;
+    let id = run.id;
+
+    // The first event is seq 0.
+    append_rejected(store, id, &[1], 0).await;
+    append_rejected(store, id, &[1, 2], 0).await;
+    // An empty batch is accepted and changes nothing.
+    store
+        .append(id, Vec::new())
+        .await
+        .expect("empty append to a new run");
+    append_ok(store, id, 0, 3).await;
+    // A batch with a gap inside is refused as a whole…
+    append_rejected(store, id, &[3, 5], 3).await;
+    append_rejected(store, id, &[3, 4, 4], 3).await;
+    // …so the log still expects 3: nothing of the refused batches was kept.
+    append_rejected(store, id, &[4], 3).await;
+    // Repeats are refused.
+    append_rejected(store, id, &[2], 3).await;
+    append_rejected(store, id, &[0, 1, 2, 3], 3).await;
+    append_ok(store, id, 3, 4).await;
+    append_ok(store, id, 4, 6).await;
+    store
+        .append(id, Vec::new())
+        .await
+        .expect("empty append to a run with events");
+
+    // Two writers racing for the same seq: exactly one wins.
+    let (a, b) = futures::future::join(
+        store.append(id, events(6, 7)),
+        store.append(id, events(6, 7)),
+    )
+    .await;
+    let outcomes = [a, b];
+    let won = outcomes.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(
+        won, 1,
+        "exactly one of two racing appends of seq 6 must succeed: {outcomes:?}"
+    );
+    assert!(
+        outcomes
+            .iter()
+            .any(|r| matches!(r, Err(StoreError::OutOfOrder { found: 6, .. }))),
+        "the losing append must fail with OutOfOrder: {outcomes:?}"
+    );
+    append_ok(store, id, 7, 8).await;
+}
+
+/// Events read back in order, exactly as appended, from any offset.
+pub async fn events_from_offset(store: &dyn RunStore) {
+    let run = record("conformance-events", now_us());
+    create(store, &run).await;
+    let id = run.id;
+    append_ok(store, id, 0, 1).await;
+    append_ok(store, id, 1, 5).await;
+    append_ok(store, id, 5, 6).await;
+    append_ok(store, id, 6, 10).await;
+
+    let all = store.events(id, 0).await.expect("events(run, 0)");
+    assert_eq!(
+        all,
+        events(0, 10),
+        "events(run, 0) must return the whole log, as appended"
+    );
+    for from in [1, 4, 5, 9] {
+        let tail = store.events(id, from).await.expect("events(run, from)");
+        assert_eq!(
+            tail,
+            events(from, 10),
+            "events(run, {from}) must return seqs {from}..10"
+        );
+    }
+    for from in [10, 11, 1_000_000] {
+        let none = store.events(id, from).await.expect("events past the end");
+        assert!(
+            none.is_empty(),
+            "events(run, {from}) past the end must be empty"
+        );
+    }
+
+    // Logs of different runs are independent.
+    let other = record("conformance-events-other", now_us());
+    create(store, &other).await;
+    append_ok(store, other.id, 0, 2).await;
+    let theirs = store
+        .events(other.id, 0)
+        .await
+        .expect("events of another run");
+    assert_eq!(theirs, events(0, 2));
+    let ours = store.events(id, 0).await.expect("events(run, 0) again");
+    assert_eq!(
+        ours.len(),
+        10,
+        "appending to one run must not touch another"
+    );
+}
+
+/// `set_status` changes the status and moves `updated_at_us` forward; nothing else changes.
+pub async fn status_change(store: &dyn RunStore) {
+    // Created a second in the past, so any clock (even a database server's) is later.
+    let run = record("conformance-status", now_us().saturating_sub(1_000_000));
+    create(store, &run).await;
+    store
+        .set_status(run.id, RunStatus::Suspended)
+        .await
+        .expect("set_status(Suspended)");
+    let suspended = store.run(run.id).await.expect("run() after set_status");
+    assert_eq!(suspended.status, RunStatus::Suspended);
+    assert!(
+        suspended.updated_at_us > run.updated_at_us,
+        "set_status must set updated_at_us to now ({} is not after {})",
+        suspended.updated_at_us,
+        run.updated_at_us
+    );
+    assert_eq!(
+        suspended.created_at_us, run.created_at_us,
+        "created_at_us must not change"
+    );
+    assert_eq!(
+        RunRecord {
+            status: run.status,
+            updated_at_us: run.updated_at_us,
+            ..suspended.clone()
+        },
+        run,
+        "set_status must change only status and updated_at_us"
+    );
+
+    for status in [RunStatus::Running, RunStatus::Halted, RunStatus::Succeeded] {
+        store.set_status(run.id, status).await.expect("set_status");
+        let back = store.run(run.id).await.expect("run() after set_status");
+        assert_eq!(back.status, status);
+    }
+    let last = store.run(run.id).await.expect("run()");
+    assert!(
+        last.updated_at_us >= suspended.updated_at_us,
+        "updated_at_us must not go backwards"
+    );
+}
+
+/// `runs` lists newest first (ties: highest id first) and filters by status.
+pub async fn runs_newest_first_and_filtered(store: &dyn RunStore) {
+    let base = now_us();
+    let mut mine = Vec::new();
+    for (offset, status) in [
+        (30, RunStatus::Running),
+        (10, RunStatus::Failed),
+        (20, RunStatus::Running),
+        (20, RunStatus::Failed),
+        (40, RunStatus::Succeeded),
+        (20, RunStatus::Running),
+    ] {
+        let run = record("conformance-list", base + offset);
+        create(store, &run).await;
+        if status != RunStatus::Running {
+            store
+                .set_status(run.id, status)
+                .await
+                .expect("set_status while listing");
+        }
+        mine.push((run.id, base + offset, status));
+    }
+    let ids: HashSet<RunId> = mine.iter().map(|(id, _, _)| *id).collect();
+
+    let mut expected = mine.clone();
+    expected.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
+    let newest_first: Vec<RunId> = expected.iter().map(|(id, _, _)| *id).collect();
+    assert_eq!(newest_first.first(), mine.get(4).map(|(id, _, _)| id));
+
+    let listed = store.runs(None).await.expect("runs(None)");
+    let listed_mine: Vec<RunId> = listed
+        .iter()
+        .map(|r| r.id)
+        .filter(|id| ids.contains(id))
+        .collect();
+    assert_eq!(
+        listed_mine, newest_first,
+        "runs(None) must list every run, newest first, ties by id descending"
+    );
+    assert_listed_in_order(&listed);
+
+    for status in [RunStatus::Running, RunStatus::Failed, RunStatus::Halted] {
+        let listed = store.runs(Some(status)).await.expect("runs(Some(status))");
+        assert!(
+            listed.iter().all(|r| r.status == status),
+            "runs(Some({status})) returned a run in another status"
+        );
+        assert_listed_in_order(&listed);
+        let listed_mine: Vec<RunId> = listed
+            .iter()
+            .map(|r| r.id)
+            .filter(|id| ids.contains(id))
+            .collect();
+        let want: Vec<RunId> = expected
+            .iter()
+            .filter(|(_, _, s)| *s == status)
+            .map(|(id, _, _)| *id)
+            .collect();
+        assert_eq!(
+            listed_mine, want,
+            "runs(Some({status})) lists the wrong runs"
+        );
+    }
+}
+
+fn assert_listed_in_order(listed: &[RunRecord]) {
+    for pair in listed.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        assert!(
+            (a.created_at_us, a.id) > (b.created_at_us, b.id),
+            "runs() must be newest first: {} ({}) listed before {} ({})",
+            a.id,
+            a.created_at_us,
+            b.id,
+            b.created_at_us
+        );
+    }
+}

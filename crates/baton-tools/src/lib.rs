@@ -1,0 +1,21 @@
+//! # baton-tools
+//!
+//! Ready-made [`Tool`](baton_core::Tool)s for baton:
+//!
+//! - [`SubprocessTool`]: a tool backed by any program that reads a JSON request on stdin and
+//!   prints a JSON result on stdout (a Python script, a shell one-liner, a compiled binary).
+//!   The lower-level [`subprocess::run_json`] runs such a program once.
+//! - [`FnTool`]: a tool backed by a Rust closure, synchronous or async.
+//!
+//! Both turn failures into [`ToolError`](baton_core::ToolError)s whose messages say what
+//! happened, so they can be shown to a user or handed back to a model.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod fn_tool;
+pub mod subprocess;
+mod subprocess_tool;
+
+pub use fn_tool::FnTool;
+pub use subprocess::{SubprocessError, SubprocessOptions, run_json};
+pub use subprocess_tool::SubprocessTool;

@@ -1,0 +1,93 @@
+//! A tool backed by a program speaking JSON over stdin/stdout.
+
+use crate::subprocess::{SubprocessError, SubprocessOptions, run_json};
+use baton_core::{Tool, ToolContext, ToolError, ToolSpec};
+use serde_json::{Value, json};
+
+/// A tool that runs a program for each call.
+///
+/// The program receives, on stdin, one JSON object:
+///
+/// ```json
+/// {"args": {...}, "context": {"run_id": "...", "step": "...", "idempotency_key": "..."}}
+/// ```
+///
+/// and must print its result as JSON on stdout (empty output is `null`) and exit with status 0.
+/// A non-zero exit, invalid output or a failure to start becomes [`ToolError::Failed`] (with
+/// the tail of stderr in the message); running past the timeout kills the program and becomes
+/// [`ToolError::Timeout`].
+///
+/// ```no_run
+/// use baton_core::ToolSpec;
+/// use baton_tools::{SubprocessOptions, SubprocessTool};
+///
+/// let tool = SubprocessTool::new(
+///     ToolSpec {
+///         name: "score".into(),
+///         description: "Score a draft".into(),
+///         parameters: serde_json::json!({"type": "object"}),
+///     },
+///     vec!["python3".into(), "score.py".into()],
+///     SubprocessOptions::default(),
+/// );
+/// ```
+#[derive(Clone, Debug)]
+pub struct SubprocessTool {
+    spec: ToolSpec,
+    command: Vec<String>,
+    options: SubprocessOptions,
+}
+
+impl SubprocessTool {
+    /// A tool named and described by `spec` that runs `command` (program, then arguments).
+    pub fn new(spec: ToolSpec, command: Vec<String>, options: SubprocessOptions) -> Self {
+        SubprocessTool {
+            spec,
+            command,
+            options,
+        }
+    }
+
+    /// The program and its arguments.
+    pub fn command(&self) -> &[String] {
+        &self.command
+    }
+
+    /// How the program is run.
+    pub fn options(&self) -> &SubprocessOptions {
+        &self.options
+    }
+
+    fn to_tool_error(&self, err: SubprocessError) -> ToolError {
+        match err {
+            SubprocessError::Timeout { after_ms, .. } => ToolError::Timeout {
+                tool: self.spec.name.clone(),
+                after_ms,
+            },
+            other => ToolError::Failed {
+                tool: self.spec.name.clone(),
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+impl Tool for SubprocessTool {
+    fn spec(&self) -> &ToolSpec {
+        &self.spec
+    }
+
+    async fn call(&self, args: Value, ctx: ToolContext) -> Result<Value, ToolError> {
+        let request = json!({
+            "args": args,
+            "context": {
+                "run_id": ctx.run_id,
+                "step": ctx.step,
+                "idempotency_key": ctx.idempotency_key,
+            },
+        });
+        run_json(&self.command, &request, &self.options)
+            .await
+            .map_err(|e| self.to_tool_error(e))
+    }
+}
