@@ -32,6 +32,11 @@ pub fn parse_spec(text: &str, file: &str) -> Result<WorkflowSpec, WorkflowError>
 fn clean_message(msg: &str) -> String {
     let first = msg.lines().next().unwrap_or(msg).trim();
     let first = first.strip_prefix("error: ").unwrap_or(first);
+    // "line 3 column 5: message" duplicates the position we report ourselves.
+    let first = match first.strip_prefix("line ") {
+        Some(rest) => rest.split_once(": ").map_or(first, |(_, m)| m),
+        None => first,
+    };
     // "... at line 3, column 5" duplicates our own prefix.
     match first.rfind(" at line ") {
         Some(i) => first[..i].to_string(),

@@ -200,6 +200,7 @@ struct StepRt {
 #[derive(Clone, Debug)]
 struct TaskRt {
     step: usize,
+    started_us: u64,
     item: Option<u32>,
     history: Vec<Message>,
     logged: usize,
@@ -561,7 +562,6 @@ impl RunMachine {
                                     failed: None,
                                 },
                             );
-                            return Ok(());
                         }
                     }
                     Some(i) => {
@@ -577,6 +577,7 @@ impl RunMachine {
                     *task,
                     TaskRt {
                         step: s,
+                        started_us: ev.at_us,
                         item: *item,
                         logged: messages.len(),
                         history: messages.clone(),
@@ -828,14 +829,10 @@ impl RunMachine {
                     None,
                 );
             }
-            Input::CodeReturned {
-                task,
-                result,
-                duration_us,
-            } => {
+            Input::CodeReturned { task, result, .. } => {
                 if self.tasks.contains_key(&task) {
                     match result {
-                        Ok(v) => self.complete_task(task, v, duration_us),
+                        Ok(v) => self.complete_task(task, v),
                         Err(e) => self.fail_task(task, e),
                     }
                 }
@@ -896,7 +893,7 @@ impl RunMachine {
                 output,
                 reason,
                 usage,
-                duration_us,
+                ..
             } => {
                 if let Some(t) = self.tasks.get(&task) {
                     let s = t.step;
@@ -913,7 +910,7 @@ impl RunMachine {
                     );
                     match status {
                         RunStatus::Succeeded | RunStatus::PartialSuccess => {
-                            self.complete_task(task, output, duration_us)
+                            self.complete_task(task, output)
                         }
                         other => self.fail_task(
                             task,
@@ -1171,7 +1168,7 @@ impl RunMachine {
             },
             StepKind::Router | StepKind::Noop => {
                 started(self, None, Vec::new(), None);
-                self.complete_task(task, Value::Null, 0);
+                self.complete_task(task, Value::Null);
             }
         }
         // Arm the timeouts of joins waiting on this step.
@@ -1318,16 +1315,17 @@ impl RunMachine {
                 Some(e) => self.fail_task(map_task, e),
                 None => {
                     let results = Value::Array(m.results.clone());
-                    self.complete_task(map_task, results, 0);
+                    self.complete_task(map_task, results);
                 }
             }
         }
     }
 
-    fn complete_task(&mut self, task: u64, value: Value, duration_us: u64) {
+    fn complete_task(&mut self, task: u64, value: Value) {
         let Some(t) = self.tasks.get(&task) else {
             return;
         };
+        let duration_us = self.now_us.saturating_sub(t.started_us);
         let s = t.step;
         let wf = self.wf.clone();
         let def = &wf.steps[s];
@@ -1705,7 +1703,7 @@ impl RunMachine {
                     return;
                 }
                 match &a.output_schema {
-                    None => self.complete_task(task, Value::String(content), 0),
+                    None => self.complete_task(task, Value::String(content)),
                     Some((_, validator)) => {
                         let parsed: Result<Value, String> =
                             serde_json::from_str(strip_fences(&content))
@@ -1733,7 +1731,7 @@ impl RunMachine {
                             }
                         });
                         match checked {
-                            Ok(v) => self.complete_task(task, v, 0),
+                            Ok(v) => self.complete_task(task, v),
                             Err(reason) => {
                                 let repairs = self.tasks[&task].repairs;
                                 if repairs < wf.defaults.output_repairs {

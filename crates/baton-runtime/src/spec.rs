@@ -110,32 +110,45 @@ impl<T> Default for OneOrMany<T> {
     }
 }
 
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
+enum RawNames {
+    One(String),
+    Many(Vec<Loc<String>>),
+}
+
+impl<'de> Deserialize<'de> for RawNames {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<T>(PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
-            type Value = OneOrMany<T>;
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawNames;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a name or a list of names")
             }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(RawNames::One(s.to_string()))
+            }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
                 let mut out = Vec::new();
-                while let Some(v) = seq.next_element::<T>()? {
+                while let Some(v) = seq.next_element::<Loc<String>>()? {
                     out.push(v);
                 }
-                Ok(OneOrMany(out))
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
-                T::deserialize(de::value::StrDeserializer::new(s)).map(|v| OneOrMany(vec![v]))
-            }
-            fn visit_newtype_struct<D2: Deserializer<'de>>(
-                self,
-                d: D2,
-            ) -> Result<Self::Value, D2::Error> {
-                T::deserialize(d).map(|v| OneOrMany(vec![v]))
+                Ok(RawNames::Many(out))
             }
         }
-        d.deserialize_any(V(PhantomData))
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for OneOrMany<Loc<String>> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Deserialize through `Loc` so that a single name keeps its position.
+        let raw = Loc::<RawNames>::deserialize(d)?;
+        Ok(OneOrMany(match raw.value {
+            RawNames::One(value) => vec![Loc {
+                value,
+                pos: raw.pos,
+            }],
+            RawNames::Many(v) => v,
+        }))
     }
 }
 
@@ -397,39 +410,47 @@ pub struct BranchSpec {
 #[derive(Clone, Debug, PartialEq)]
 pub struct NextSpec(pub Vec<BranchSpec>);
 
-impl<'de> Deserialize<'de> for NextSpec {
+enum RawNext {
+    One(String),
+    Branches(Vec<BranchSpec>),
+}
+
+impl<'de> Deserialize<'de> for RawNext {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = NextSpec;
+            type Value = RawNext;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a step id or a list of {when, to} branches")
             }
-            fn visit_newtype_struct<D2: Deserializer<'de>>(
-                self,
-                d: D2,
-            ) -> Result<Self::Value, D2::Error> {
-                let to = Loc::<String>::deserialize(d)?;
-                Ok(NextSpec(vec![BranchSpec {
-                    when: None,
-                    to: OneOrMany(vec![to]),
-                }]))
-            }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(NextSpec(vec![BranchSpec {
-                    when: None,
-                    to: OneOrMany(vec![Loc::new(v.to_string())]),
-                }]))
+                Ok(RawNext::One(v.to_string()))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
                 let mut out = Vec::new();
                 while let Some(b) = seq.next_element::<BranchSpec>()? {
                     out.push(b);
                 }
-                Ok(NextSpec(out))
+                Ok(RawNext::Branches(out))
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for NextSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = Loc::<RawNext>::deserialize(d)?;
+        Ok(NextSpec(match raw.value {
+            RawNext::One(value) => vec![BranchSpec {
+                when: None,
+                to: OneOrMany(vec![Loc {
+                    value,
+                    pos: raw.pos,
+                }]),
+            }],
+            RawNext::Branches(b) => b,
+        }))
     }
 }
 

@@ -1,0 +1,83 @@
+//! `baton graph`: a Mermaid flowchart of a workflow.
+
+use baton_runtime::Workflow;
+use baton_runtime::workflow::{ErrorPolicy, StepKind, Work};
+use std::fmt::Write;
+
+fn id(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn label(text: &str) -> String {
+    text.replace('"', "#quot;")
+}
+
+/// Render the workflow: needs as solid arrows, transitions as dotted ones with their condition.
+pub fn mermaid(wf: &Workflow) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "---\ntitle: {}\n---\nflowchart TD", label(wf.name()));
+    for s in wf.steps() {
+        let kind = match s.kind() {
+            StepKind::Work(Work::Agent { .. }) => "agent".to_string(),
+            StepKind::Work(Work::Code { .. }) => "code".to_string(),
+            StepKind::Work(Work::Function { name, .. }) => format!("fn {name}"),
+            StepKind::Workflow { child, .. } => format!("workflow {}", child.name()),
+            StepKind::Map(_) => "map".to_string(),
+            StepKind::Router => "router".to_string(),
+            StepKind::Noop => "join".to_string(),
+        };
+        let text = label(&format!("{}<br/><small>{kind}</small>", s.name()));
+        let shape = match s.kind() {
+            StepKind::Router => format!("{{\"{text}\"}}"),
+            StepKind::Map(_) => format!("[[\"{text}\"]]"),
+            StepKind::Noop => format!("((\"{text}\"))"),
+            StepKind::Workflow { .. } => format!("[/\"{text}\"/]"),
+            _ => format!("[\"{text}\"]"),
+        };
+        let _ = writeln!(out, "    {}{shape}", id(s.name()));
+    }
+    for &e in wf.entries() {
+        let _ = writeln!(out, "    start((start)) --> {}", id(wf.step(e).name()));
+    }
+    for s in wf.steps() {
+        for &n in s.needs() {
+            let _ = writeln!(out, "    {} --> {}", id(wf.step(n).name()), id(s.name()));
+        }
+        for (when, to) in s.transitions() {
+            for &t in to {
+                match when {
+                    Some(w) => {
+                        let _ = writeln!(
+                            out,
+                            "    {} -. \"{}\" .-> {}",
+                            id(s.name()),
+                            label(w),
+                            id(wf.step(t).name())
+                        );
+                    }
+                    None => {
+                        let _ =
+                            writeln!(out, "    {} -.-> {}", id(s.name()), id(wf.step(t).name()));
+                    }
+                }
+            }
+        }
+        if let ErrorPolicy::Goto(t) = s.on_error() {
+            let _ = writeln!(
+                out,
+                "    {} -. \"on error\" .-> {}",
+                id(s.name()),
+                id(wf.step(t).name())
+            );
+        }
+    }
+    out
+}
