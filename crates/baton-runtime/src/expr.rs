@@ -82,8 +82,7 @@ impl Expr {
         let mut ctx = Context::default();
         for v in &self.vars {
             let val = lookup(v).unwrap_or(&Value::Null);
-            ctx.add_variable(v.as_str(), val)
-                .map_err(|e| format!("variable `{v}`: {e}"))?;
+            ctx.add_variable_from_value(v.as_str(), to_cel(val));
         }
         let out = self
             .program
@@ -106,6 +105,30 @@ impl Expr {
                 type_name(&other)
             )),
         }
+    }
+}
+
+/// JSON to CEL. Integers become CEL `int` whenever they fit, so that `count + 1` works on a
+/// JSON number (serde's conversion would make non-negative numbers `uint`, which CEL refuses
+/// to add to an `int` literal).
+fn to_cel(v: &Value) -> cel::Value {
+    match v {
+        Value::Null => cel::Value::Null,
+        Value::Bool(b) => cel::Value::Bool(*b),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => cel::Value::Int(i),
+            (None, Some(u)) => cel::Value::UInt(u),
+            _ => cel::Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => cel::Value::String(Arc::new(s.clone())),
+        Value::Array(a) => cel::Value::List(Arc::new(a.iter().map(to_cel).collect())),
+        Value::Object(o) => cel::Value::Map(cel::objects::Map {
+            map: Arc::new(
+                o.iter()
+                    .map(|(k, v)| (cel::objects::Key::String(Arc::new(k.clone())), to_cel(v)))
+                    .collect(),
+            ),
+        }),
     }
 }
 
@@ -159,6 +182,21 @@ mod tests {
         fn compile_never_panics_on_operator_soup(src in "[a-z0-9 .()<>=!&|+*'\\[\\]-]{0,30}") {
             let _ = Expr::compile(&src);
         }
+    }
+
+    #[test]
+    fn json_integers_add_to_literals() {
+        let e = Expr::compile("x + 1 == 21 && m.k * 2 == 4 && size(l) == 2").unwrap();
+        let (x, m, l) = (json!(20), json!({"k": 2}), json!([1, "a"]));
+        assert!(
+            e.eval_bool(|n| match n {
+                "x" => Some(&x),
+                "m" => Some(&m),
+                "l" => Some(&l),
+                _ => None,
+            })
+            .unwrap()
+        );
     }
 
     #[test]

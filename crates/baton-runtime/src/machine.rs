@@ -193,6 +193,8 @@ struct StepRt {
     absorb: Vec<bool>,
     failed_needs: usize,
     triggered: bool,
+    /// Lamport time: the highest round among the completions that made this step ready.
+    pending_round: u32,
     timer: Option<u64>,
     timed_out: bool,
 }
@@ -208,6 +210,9 @@ struct TaskRt {
     attempt: u32,
     repairs: u32,
     pending_tools: usize,
+    /// Results of the current turn's tool calls, in call order; joined to the history when
+    /// all have arrived so the conversation does not depend on which tool finished first.
+    tool_slots: Vec<(String, Option<Message>)>,
 }
 
 #[derive(Clone, Debug)]
@@ -244,7 +249,6 @@ pub struct RunMachine {
     run_id: RunId,
     seq: u64,
     now_us: u64,
-    round: u32,
     state: State,
     steps: Vec<StepRt>,
     tasks: HashMap<u64, TaskRt>,
@@ -307,6 +311,7 @@ impl RunMachine {
                 absorb: vec![false; s.needs.len()],
                 failed_needs: 0,
                 triggered: false,
+                pending_round: 0,
                 timer: None,
                 timed_out: false,
             })
@@ -317,7 +322,6 @@ impl RunMachine {
             run_id,
             seq: 0,
             now_us: 0,
-            round: 0,
             steps,
             tasks: HashMap::new(),
             maps: HashMap::new(),
@@ -525,7 +529,6 @@ impl RunMachine {
                 ..
             } => {
                 let s = self.step_idx(step, hint)?;
-                self.round = self.round.max(*round);
                 self.usage.steps += 1;
                 match item {
                     None => {
@@ -536,6 +539,7 @@ impl RunMachine {
                         rt.visits = *visit;
                         rt.round = *round;
                         rt.triggered = false;
+                        rt.pending_round = 0;
                         rt.timed_out = false;
                         rt.timer = None;
                         rt.failed_needs = 0;
@@ -585,6 +589,7 @@ impl RunMachine {
                         attempt: 1,
                         repairs: 0,
                         pending_tools: 0,
+                        tool_slots: Vec::new(),
                     },
                 );
             }
@@ -626,11 +631,13 @@ impl RunMachine {
                 self.steps[s].status = StepStatus::Completed;
                 self.completed.push(s);
                 let wf = self.wf.clone();
+                let round = self.steps[s].round;
                 for &(d, p) in &wf.steps[s].dependents {
                     let rt = &mut self.steps[d];
                     if std::mem::replace(&mut rt.absorb[p], false) {
                         continue;
                     }
+                    rt.pending_round = rt.pending_round.max(round);
                     if !rt.satisfied[p] {
                         rt.satisfied[p] = true;
                         rt.satisfied_count += 1;
@@ -688,10 +695,14 @@ impl RunMachine {
                 self.skipped.push((s, reason.clone()));
                 self.propagate_loss(s);
             }
-            EventKind::Transition { to, .. } => {
+            EventKind::Transition { from, to, .. } => {
+                let f = self.step_idx(from, hint)?;
+                let round = self.steps[f].round;
                 for t in to {
                     let i = self.step_idx(t, None)?;
-                    self.steps[i].triggered = true;
+                    let rt = &mut self.steps[i];
+                    rt.triggered = true;
+                    rt.pending_round = rt.pending_round.max(round);
                     self.candidates.push_back(i);
                 }
             }
@@ -716,6 +727,11 @@ impl RunMachine {
                     t.turn += 1;
                     t.attempt = 1;
                     t.pending_tools = output.tool_calls.len();
+                    t.tool_slots = output
+                        .tool_calls
+                        .iter()
+                        .map(|c| (c.id.clone(), None))
+                        .collect();
                 }
             }
             EventKind::ModelFailed { .. } => {
@@ -730,11 +746,20 @@ impl RunMachine {
             } => {
                 self.usage.tool_calls += 1;
                 if let Some(t) = self.tasks.get_mut(task) {
-                    t.history.push(Message::tool_result(
-                        call_id.clone(),
-                        tool_content(result, error),
-                    ));
+                    let msg = Message::tool_result(call_id.clone(), tool_content(result, error));
+                    match t
+                        .tool_slots
+                        .iter_mut()
+                        .find(|(id, m)| id == call_id && m.is_none())
+                    {
+                        Some(slot) => slot.1 = Some(msg),
+                        None => t.history.push(msg),
+                    }
                     t.pending_tools = t.pending_tools.saturating_sub(1);
+                    if t.pending_tools == 0 {
+                        let slots = std::mem::take(&mut t.tool_slots);
+                        t.history.extend(slots.into_iter().filter_map(|(_, m)| m));
+                    }
                 }
             }
             EventKind::OutputRejected { task, reason, .. } => {
@@ -984,13 +1009,15 @@ impl RunMachine {
     }
 
     fn schedule(&mut self) {
-        let mut round = None;
         while let Some(s) = self.candidates.pop_front() {
             if self.failing {
                 continue;
             }
             if self.ready(s) {
-                let r = *round.get_or_insert(self.round + 1);
+                // Rounds are Lamport times, not wall-clock batches: one more than the latest
+                // round among the completions that made the step ready. Parallel branches of
+                // one fan-out share a round whatever order they finish in.
+                let r = self.steps[s].pending_round + 1;
                 self.start(s, r);
             } else if self.never_ready(s)
                 && !matches!(
