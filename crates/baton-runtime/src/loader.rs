@@ -113,5 +113,5 @@ pub fn compile_spec(
         registry,
         stack: Vec::new(),
     };
-    compile(&spec, &src).map(Arc::new)
+    compile(spec, &src).map(Arc::new)
 }

@@ -791,13 +791,12 @@ impl RunMachine {
                 }
             },
             EventKind::TimerFired { timer } => {
-                if let Some(TimerRt::Join(s)) = self.timers.remove(timer) {
-                    if self.steps[s].timer == Some(*timer)
-                        && self.steps[s].status != StepStatus::Running
-                    {
-                        self.steps[s].timed_out = true;
-                        self.candidates.push_back(s);
-                    }
+                if let Some(TimerRt::Join(s)) = self.timers.remove(timer)
+                    && self.steps[s].timer == Some(*timer)
+                    && self.steps[s].status != StepStatus::Running
+                {
+                    self.steps[s].timed_out = true;
+                    self.candidates.push_back(s);
                 }
             }
             EventKind::ChildStarted { .. } => {}
@@ -1201,20 +1200,21 @@ impl RunMachine {
         // Arm the timeouts of joins waiting on this step.
         for &(d, _) in &def.dependents {
             let dd = &wf.steps[d];
-            if let Some(after) = dd.join.timeout {
-                if self.steps[d].timer.is_none() && self.steps[d].status != StepStatus::Running {
-                    let timer = self.seq;
-                    self.emit(
-                        EventKind::TimerStarted {
-                            timer,
-                            step: dd.name.clone(),
-                            task: None,
-                            after_ms: after.as_millis() as u64,
-                        },
-                        Some(d),
-                    );
-                    self.effects.push(Effect::StartTimer { timer, after });
-                }
+            if let Some(after) = dd.join.timeout
+                && self.steps[d].timer.is_none()
+                && self.steps[d].status != StepStatus::Running
+            {
+                let timer = self.seq;
+                self.emit(
+                    EventKind::TimerStarted {
+                        timer,
+                        step: dd.name.clone(),
+                        task: None,
+                        after_ms: after.as_millis() as u64,
+                    },
+                    Some(d),
+                );
+                self.effects.push(Effect::StartTimer { timer, after });
             }
         }
     }

@@ -62,11 +62,11 @@ impl Templates {
             .map_err(|e| format!("template `{name}`: {e}"))?;
         t.render(minijinja::value::Serde(ctx)).map_err(|e| {
             let mut msg = e.to_string();
-            if let Some(d) = e.detail() {
-                if !msg.contains(d) {
-                    msg.push_str(": ");
-                    msg.push_str(d);
-                }
+            if let Some(d) = e.detail()
+                && !msg.contains(d)
+            {
+                msg.push_str(": ");
+                msg.push_str(d);
             }
             msg
         })

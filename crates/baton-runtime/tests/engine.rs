@@ -426,3 +426,31 @@ steps:
         }
     )));
 }
+
+/// The library example of README.md, kept compiling and true.
+#[tokio::test]
+async fn readme_library_example() {
+    let registry = Registry::new().function("greet", |input| {
+        let name = input
+            .state
+            .get("name")
+            .and_then(|v| v.as_str())
+            .unwrap_or("world");
+        Ok(json!(format!("hello, {name}")))
+    });
+    let wf = WorkflowBuilder::new("hello")
+        .state("name", MergeRule::Replace)
+        .state("greeting", MergeRule::Replace)
+        .step(
+            StepBuilder::function("greet", "greet")
+                .reads(["name"])
+                .output("greeting"),
+        )
+        .build(&registry)
+        .unwrap();
+    let report = Runtime::new(Arc::new(MemoryStore::new()))
+        .run(wf, json!({"name": "baton"}))
+        .await
+        .unwrap();
+    assert_eq!(report.outputs["greeting"], "hello, baton");
+}
