@@ -228,6 +228,9 @@ pub enum EventKind {
         cost_usd: f64,
         /// Time the call took.
         duration_us: u64,
+        /// Served from a recorded run (fork or replay), not sent to the provider: free.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        replayed: bool,
     },
     /// A model call failed.
     ModelFailed {
@@ -266,6 +269,86 @@ pub enum EventKind {
         error: Option<ToolError>,
         /// Time the call took.
         duration_us: u64,
+        /// Served from a recorded run (fork or replay): the tool did not run again.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        replayed: bool,
+    },
+    /// A side-effecting tool call is about to run (journaled before it starts).
+    ToolStarted {
+        /// Step id.
+        step: Name,
+        /// Task id.
+        task: u64,
+        /// The tool.
+        tool: String,
+        /// The model's call id.
+        call_id: String,
+        /// The arguments it runs with.
+        args: Value,
+        /// The key handed to the tool; the same for every attempt of this logical call.
+        idempotency_key: String,
+    },
+    /// The run waits for a human decision (an approval step, an `approve`-tier tool call, or a
+    /// call whose outcome is unknown after a crash).
+    ApprovalRequested {
+        /// Step id.
+        step: Name,
+        /// Task id.
+        task: u64,
+        /// For a tool call: the model's call id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        call_id: Option<String>,
+        /// For a tool call: the tool.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tool: Option<String>,
+        /// For a tool call: the exact arguments to approve.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        args: Option<Value>,
+        /// What the human is asked.
+        message: String,
+    },
+    /// A human decided.
+    ApprovalDecided {
+        /// Step id.
+        step: Name,
+        /// Task id.
+        task: u64,
+        /// For a tool call: the model's call id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        call_id: Option<String>,
+        /// Approved or rejected.
+        approved: bool,
+        /// Who decided.
+        by: String,
+        /// Why (required for a rejection).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// The value approved: for a tool call the exact arguments that will run (edited or
+        /// not); for an approval step the data the human edited, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        value: Option<Value>,
+    },
+    /// The run stopped to wait (for a human); it costs nothing while it waits.
+    RunSuspended {
+        /// What it waits for.
+        reason: String,
+    },
+    /// A suspended, halted or interrupted run continues in a new process.
+    RunResumed {
+        /// Tasks whose work is started again.
+        restarted: Vec<u64>,
+    },
+    /// This run was forked from another run's log.
+    Forked {
+        /// The original run.
+        from: RunId,
+        /// The last event copied from it.
+        at: u64,
+    },
+    /// State set by hand (a fork with changed state).
+    StateOverridden {
+        /// The values set (replacing the current ones).
+        updates: Vec<KeyUpdate>,
     },
     /// A structured answer failed its schema; the model is asked to repair it.
     OutputRejected {
@@ -298,6 +381,8 @@ pub enum EventKind {
         /// For a retry delay: the task that waits.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         task: Option<u64>,
+        /// When it fires, microseconds since the Unix epoch.
+        due_us: u64,
         /// Delay.
         after_ms: u64,
     },
@@ -352,6 +437,13 @@ impl EventKind {
             EventKind::ModelCalled { .. } => "model_called",
             EventKind::ModelFailed { .. } => "model_failed",
             EventKind::ToolCalled { .. } => "tool_called",
+            EventKind::ToolStarted { .. } => "tool_started",
+            EventKind::ApprovalRequested { .. } => "approval_requested",
+            EventKind::ApprovalDecided { .. } => "approval_decided",
+            EventKind::RunSuspended { .. } => "run_suspended",
+            EventKind::RunResumed { .. } => "run_resumed",
+            EventKind::Forked { .. } => "forked",
+            EventKind::StateOverridden { .. } => "state_overridden",
             EventKind::OutputRejected { .. } => "output_rejected",
             EventKind::Retry { .. } => "retry",
             EventKind::TimerStarted { .. } => "timer_started",

@@ -19,7 +19,7 @@ pub use model::{
     CompletionRequest, CompletionResponse, DynModel, Model, ModelError, TokenUsage, ToolDef,
 };
 pub use store::{EventObserver, RunRecord, RunStore, StoreError};
-pub use tool::{DynTool, Tool, ToolContext, ToolError, ToolSpec};
+pub use tool::{DynTool, SideEffect, Tier, Tool, ToolContext, ToolError, ToolSpec};
 
 /// A boxed, sendable future: the return type of the object-safe twins of the traits.
 pub type BoxFuture<'a, T> = futures::future::BoxFuture<'a, T>;

@@ -23,6 +23,9 @@ pub struct RunRecord {
     pub parent: Option<RunId>,
     /// The run's input.
     pub input: Value,
+    /// Where the workflow came from (a file path), so that the run can be resumed or forked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     /// Creation time, microseconds since the Unix epoch.
     pub created_at_us: u64,
     /// Last status change, microseconds since the Unix epoch.
@@ -68,6 +71,13 @@ pub trait RunStore: Send + Sync {
     fn events(&self, run: RunId, from: u64) -> BoxFuture<'_, Result<Vec<Event>, StoreError>>;
     /// Runs, newest first, optionally only those in one status.
     fn runs(&self, status: Option<RunStatus>) -> BoxFuture<'_, Result<Vec<RunRecord>, StoreError>>;
+    /// Delete runs in one of `statuses` last updated before `before_us`, with their events
+    /// (retention). Returns how many runs were deleted.
+    fn prune(
+        &self,
+        before_us: u64,
+        statuses: Vec<RunStatus>,
+    ) -> BoxFuture<'_, Result<u64, StoreError>>;
 }
 
 /// Something that watches events as they are recorded (a progress display, a stream).

@@ -20,10 +20,71 @@ pub struct ToolSpec {
     /// JSON Schema of the arguments.
     #[serde(default = "empty_object_schema")]
     pub parameters: Value,
+    /// What calling it does to the world; decides how a crash mid-call is recovered.
+    #[serde(default)]
+    pub effect: SideEffect,
+}
+
+impl ToolSpec {
+    /// A spec with the default side-effect class (irreversible: never retried blindly).
+    pub fn new(name: impl Into<String>, description: impl Into<String>, parameters: Value) -> Self {
+        ToolSpec {
+            name: name.into(),
+            description: description.into(),
+            parameters,
+            effect: SideEffect::default(),
+        }
+    }
+
+    /// The same spec with another side-effect class.
+    pub fn with_effect(mut self, effect: SideEffect) -> Self {
+        self.effect = effect;
+        self
+    }
 }
 
 fn empty_object_schema() -> Value {
     serde_json::json!({"type": "object"})
+}
+
+/// The side-effect class of a tool.
+///
+/// The runtime journals its intent before calling any tool that is not `read_only`, hands it an
+/// idempotency key, and records the outcome. After a crash, a call whose outcome is unknown is
+/// run again only if that is safe: `read_only` and `idempotent` tools are called again with the
+/// same key; for `compensatable` and `irreversible` tools the run asks a human instead.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SideEffect {
+    /// Reads only; safe to repeat.
+    ReadOnly,
+    /// Repeating a call with the same idempotency key has no further effect.
+    Idempotent,
+    /// Has an effect that can be undone by a compensating action.
+    Compensatable,
+    /// Has an effect that cannot be undone (a payment, an e-mail). The default.
+    #[default]
+    Irreversible,
+}
+
+impl SideEffect {
+    /// Whether a call whose outcome is unknown may simply be made again.
+    pub fn safe_to_repeat(self) -> bool {
+        matches!(self, SideEffect::ReadOnly | SideEffect::Idempotent)
+    }
+}
+
+/// Whether a tool call may run on its own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tier {
+    /// Runs without asking.
+    #[default]
+    Auto,
+    /// A human approves the exact arguments first.
+    Approve,
+    /// Never runs.
+    Forbid,
 }
 
 /// Context handed to a tool with each call.
@@ -65,6 +126,22 @@ pub enum ToolError {
         tool: String,
         /// What went wrong.
         message: String,
+    },
+    /// The call is forbidden by the workflow's policy.
+    #[error("tool `{tool}` is forbidden here: {reason}")]
+    Forbidden {
+        /// The tool.
+        tool: String,
+        /// The rule that forbids it.
+        reason: String,
+    },
+    /// A human rejected the call.
+    #[error("tool `{tool}` was rejected by a human: {reason}")]
+    Rejected {
+        /// The tool.
+        tool: String,
+        /// The reason given.
+        reason: String,
     },
     /// The tool did not finish in time.
     #[error("tool `{tool}` timed out after {after_ms} ms")]

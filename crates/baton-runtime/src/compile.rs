@@ -6,8 +6,8 @@ use crate::registry::{ModelEntry, Registry};
 use crate::spec::{JoinMode, Loc, MergeRule, NextSpec, OnTimeout, Pos, StepSpec, WorkflowSpec};
 use crate::template::Templates;
 use crate::workflow::{
-    AgentDef, Branch, ErrorPolicy, JoinDef, KeyDef, MapDef, StepDef, StepKind, ToolRef, Work,
-    Workflow,
+    AgentDef, Branch, ErrorPolicy, JoinDef, KeyDef, MapDef, PolicyDef, StepDef, StepKind, ToolRef,
+    Work, Workflow,
 };
 use baton_core::{DynTool, ToolDef, ToolSpec};
 use serde_json::{Value, json};
@@ -204,17 +204,45 @@ pub fn compile(spec: &WorkflowSpec, src: &Source<'_>) -> Result<Workflow, Workfl
         .iter()
         .map(|(k, v)| (k.clone(), (v.clone(), spec.defaults.timeout.0)))
         .collect();
+    // Tier, policy and effect overrides declared in YAML, by tool name.
+    let mut tool_rules: HashMap<
+        String,
+        (
+            baton_core::Tier,
+            Arc<[PolicyDef]>,
+            Option<baton_core::SideEffect>,
+        ),
+    > = HashMap::new();
+    for (name, t) in &spec.tools.0 {
+        let mut rules = Vec::new();
+        for r in &t.policy {
+            if let Some(when) = compile_expr(
+                &mut d,
+                &r.when,
+                &format!("tool {}", name.value),
+                &key_index,
+                &["args"],
+            ) {
+                rules.push(PolicyDef {
+                    when,
+                    tier: r.tier,
+                    reason: r
+                        .reason
+                        .clone()
+                        .unwrap_or_else(|| format!("policy `{}`", r.when.value)),
+                });
+            }
+        }
+        tool_rules.insert(name.value.clone(), (t.tier, rules.into(), t.effect));
+    }
     for (name, t) in &spec.tools.0 {
         let parameters = t
             .parameters
             .as_ref()
             .map(|p| p.value.clone())
             .unwrap_or_else(|| json!({"type": "object"}));
-        let tspec = ToolSpec {
-            name: name.value.clone(),
-            description: t.description.clone(),
-            parameters,
-        };
+        let tspec = ToolSpec::new(name.value.clone(), t.description.clone(), parameters)
+            .with_effect(t.effect.unwrap_or_default());
         let timeout = t.timeout.map(|t| t.0).unwrap_or(spec.defaults.timeout.0);
         match &t.command {
             Some(cmd) => {
@@ -313,11 +341,18 @@ pub fn compile(spec: &WorkflowSpec, src: &Source<'_>) -> Result<Workflow, Workfl
                         description: s.description.clone(),
                         parameters: s.parameters.clone(),
                     });
+                    let (tier, policy, effect) = tool_rules
+                        .get(&t.value)
+                        .cloned()
+                        .unwrap_or_else(|| (baton_core::Tier::Auto, Arc::from(Vec::new()), None));
                     trefs.push(ToolRef {
                         name: t.value.clone(),
                         tool: tool.clone(),
                         validator: v.clone(),
                         timeout: *timeout,
+                        effect: effect.unwrap_or(s.effect),
+                        tier,
+                        policy,
                     });
                 }
                 (Some(_), None) => {}
@@ -835,6 +870,7 @@ fn compile_kind(
         ("workflow", s.workflow.is_some()),
         ("router", s.router.is_some()),
         ("map", s.map.is_some()),
+        ("approval", s.approval.is_some()),
     ]
     .into_iter()
     .filter_map(|(k, on)| on.then_some(k))
@@ -972,6 +1008,30 @@ fn compile_kind(
     }
     if s.router.is_some() {
         return StepKind::Router;
+    }
+    if let Some(msg) = &s.approval {
+        let name = format!("{id}#approval");
+        match templates.add(name.clone(), msg.value.clone()) {
+            Ok(vars) => {
+                for v in vars {
+                    if !reads.contains(&v.as_str()) {
+                        d.err(
+                            msg.pos,
+                            Some(id),
+                            format!("approval message uses `{v}`, which the step does not read (add it to `reads`)"),
+                        );
+                    }
+                }
+            }
+            Err(e) => {
+                d.err(
+                    shift(msg.pos, e.line.map(|l| (l + 1, 1))),
+                    Some(id),
+                    format!("bad approval message template: {}", e.message),
+                );
+            }
+        }
+        return StepKind::Approval { message: name };
     }
     match compile_work(
         d,

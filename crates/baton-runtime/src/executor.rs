@@ -7,17 +7,20 @@
 //! futures, not N tasks.
 
 use crate::error::RunError;
-use crate::machine::{Effect, Input, RunMachine};
+use crate::machine::{Effect, Input, Recorded, RunMachine};
 use crate::registry::StepFuture;
 use crate::report::RunReport;
 use crate::workflow::Workflow;
 use baton_core::{
-    BoxFuture, EventObserver, ModelError, RunId, RunRecord, RunStatus, RunStore, ToolError,
+    BoxFuture, CompletionRequest, CompletionResponse, EventObserver, ModelError, RunId, RunRecord,
+    RunStatus, RunStore, ToolError,
 };
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde_json::Value;
+use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Microseconds since the Unix epoch.
@@ -27,11 +30,88 @@ pub fn now_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
+/// When events reach the store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Journal {
+    /// After every input the machine handles: every step boundary is durable before the next
+    /// step starts, so a kill -9 at any moment loses no completed step. The default.
+    #[default]
+    PerStep,
+    /// Only before effects that leave the process (model, tool, subprocess, timer) and at the
+    /// end; consecutive in-process steps are batched. For in-memory runs and benchmarks.
+    Batched,
+}
+
+/// A human decision to record on a suspended run.
+#[derive(Clone, Debug)]
+pub struct Decision {
+    /// The waiting task.
+    pub task: u64,
+    /// For a tool call: its call id.
+    pub call_id: Option<String>,
+    /// Approve or reject.
+    pub approved: bool,
+    /// Who decides.
+    pub by: String,
+    /// Why.
+    pub reason: Option<String>,
+    /// Edited arguments or data.
+    pub value: Option<Value>,
+}
+
+/// Recorded replies and tool results served instead of calling again (forks and replays).
+#[derive(Default)]
+pub struct ReplayCache {
+    models: Mutex<HashMap<String, VecDeque<CompletionResponse>>>,
+    tools: Mutex<HashMap<String, VecDeque<Result<Value, ToolError>>>>,
+}
+
+impl ReplayCache {
+    /// Build from the calls recorded in a run.
+    pub fn from_recorded(rec: Recorded) -> Self {
+        let mut models: HashMap<String, VecDeque<CompletionResponse>> = HashMap::new();
+        for (req, resp) in rec.models {
+            models.entry(model_key(&req)).or_default().push_back(resp);
+        }
+        let mut tools: HashMap<String, VecDeque<Result<Value, ToolError>>> = HashMap::new();
+        for (name, args, r) in rec.tools {
+            tools
+                .entry(tool_key(&name, &args))
+                .or_default()
+                .push_back(r);
+        }
+        ReplayCache {
+            models: Mutex::new(models),
+            tools: Mutex::new(tools),
+        }
+    }
+
+    fn model(&self, req: &CompletionRequest) -> Option<CompletionResponse> {
+        let mut m = self.models.lock().unwrap_or_else(|p| p.into_inner());
+        m.get_mut(&model_key(req))?.pop_front()
+    }
+
+    fn tool(&self, name: &str, args: &Value) -> Option<Result<Value, ToolError>> {
+        let mut m = self.tools.lock().unwrap_or_else(|p| p.into_inner());
+        m.get_mut(&tool_key(name, args))?.pop_front()
+    }
+}
+
+fn model_key(req: &CompletionRequest) -> String {
+    serde_json::to_string(req).unwrap_or_default()
+}
+
+fn tool_key(name: &str, args: &Value) -> String {
+    format!("{name}\u{0}{args}")
+}
+
 /// Runs workflows against a store.
 #[derive(Clone)]
 pub struct Runtime {
     store: Arc<dyn RunStore>,
     observer: Option<Arc<dyn EventObserver>>,
+    journal: Journal,
+    replay: Option<Arc<ReplayCache>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -46,7 +126,15 @@ impl Runtime {
         Runtime {
             store,
             observer: None,
+            journal: Journal::default(),
+            replay: None,
         }
+    }
+
+    /// Choose when events reach the store.
+    pub fn with_journal(mut self, journal: Journal) -> Self {
+        self.journal = journal;
+        self
     }
 
     /// Watch every event of every run (progress display, streaming).
@@ -94,34 +182,152 @@ impl Runtime {
                 status: RunStatus::Running,
                 parent,
                 input: input.clone(),
+                source: Some(wf.file().to_string()),
                 created_at_us: now,
                 updated_at_us: now,
             })
             .await?;
-        let mut m = RunMachine::new(wf, run_id);
-        let mut queue = VecDeque::from([Input::Start { input }]);
+        let m = RunMachine::new(wf, run_id);
+        self.run_loop(
+            m,
+            VecDeque::from([Input::Start { input }]),
+            Vec::new(),
+            started,
+        )
+        .await
+    }
+
+    /// Load a run's log and rebuild its machine.
+    pub async fn load(&self, wf: Arc<Workflow>, run_id: RunId) -> Result<RunMachine, RunError> {
+        self.store.run(run_id).await?;
+        let events = self.store.events(run_id, 0).await?;
+        RunMachine::replay(wf, run_id, &events)
+    }
+
+    /// Continue a run from its log: after a crash, a kill, or a suspension whose decisions have
+    /// been recorded. Work that completed is not repeated.
+    pub async fn resume(&self, wf: Arc<Workflow>, run_id: RunId) -> Result<RunReport, RunError> {
+        self.resume_with(wf, run_id, None).await
+    }
+
+    /// Record a human decision on a suspended (or running) run and continue it.
+    pub async fn decide(
+        &self,
+        wf: Arc<Workflow>,
+        run_id: RunId,
+        decision: Decision,
+    ) -> Result<RunReport, RunError> {
+        self.resume_with(wf, run_id, Some(decision)).await
+    }
+
+    async fn resume_with(
+        &self,
+        wf: Arc<Workflow>,
+        run_id: RunId,
+        decision: Option<Decision>,
+    ) -> Result<RunReport, RunError> {
+        let started = Instant::now();
+        let mut m = self.load(wf, run_id).await?;
+        if let Some(d) = &decision {
+            m.check_decision(d.task, d.call_id.as_deref(), d.approved, &d.value)
+                .map_err(RunError::Input)?;
+        }
+        let effects = m.resume(now_us());
+        let mut queue = VecDeque::new();
+        if let Some(d) = decision {
+            queue.push_back(Input::Decision {
+                task: d.task,
+                call_id: d.call_id,
+                approved: d.approved,
+                by: d.by,
+                reason: d.reason,
+                value: d.value,
+            });
+        }
+        self.store.set_status(run_id, RunStatus::Running).await?;
+        self.run_loop(m, queue, effects, started).await
+    }
+
+    /// Fork a run: a new run that shares the original's log up to event `at` (inclusive), with
+    /// state changes applied, continued on `wf` (which may differ from the original in prompts
+    /// or models). Recorded model replies and tool results of the original are served again
+    /// wherever the request is the same, so no call or side effect that already happened fires
+    /// again. The original run is not touched.
+    pub async fn fork(
+        &self,
+        original: Arc<Workflow>,
+        wf: Arc<Workflow>,
+        from: RunId,
+        at: u64,
+        set: Vec<(String, Value)>,
+    ) -> Result<RunReport, RunError> {
+        let started = Instant::now();
+        let record = self.store.run(from).await?;
+        let events = self.store.events(from, 0).await?;
+        if at as usize >= events.len() {
+            return Err(RunError::Input(format!(
+                "run {from} has {} events; --at must be below that",
+                events.len()
+            )));
+        }
+        let recorded = RunMachine::recorded_calls(original, from, &events)?;
+        let prefix: Vec<_> = events[..=at as usize].to_vec();
+        let run_id = RunId::new();
+        let mut m = RunMachine::replay(wf.clone(), run_id, &prefix)?;
+        let now = now_us();
+        self.store
+            .create_run(RunRecord {
+                id: run_id,
+                workflow: wf.name().to_string(),
+                status: RunStatus::Running,
+                parent: None,
+                input: record.input,
+                source: Some(wf.file().to_string()),
+                created_at_us: now,
+                updated_at_us: now,
+            })
+            .await?;
+        self.store.append(run_id, prefix).await?;
+        m.mark_forked(from, at, now);
+        if !set.is_empty() {
+            m.override_state(set, now).map_err(RunError::Input)?;
+        }
+        let effects = m.resume(now_us());
+        let mut rt = self.clone();
+        rt.replay = Some(Arc::new(ReplayCache::from_recorded(recorded)));
+        rt.run_loop(m, VecDeque::new(), effects, started).await
+    }
+
+    async fn run_loop(
+        &self,
+        mut m: RunMachine,
+        mut queue: VecDeque<Input>,
+        initial: Vec<Effect>,
+        started: Instant,
+    ) -> Result<RunReport, RunError> {
+        let run_id = m.run_id();
         let mut inflight: FuturesUnordered<BoxFuture<'static, Input>> = FuturesUnordered::new();
         let mut finished = None;
+        let mut pending: Vec<Effect> = initial;
         loop {
-            while let Some(input) = queue.pop_front() {
-                for effect in m.handle(input, now_us()) {
+            loop {
+                // Journal before effects: nothing below starts before its events are stored.
+                if self.journal == Journal::PerStep || queue.is_empty() {
+                    self.flush(&mut m).await?;
+                }
+                for effect in pending.drain(..) {
                     if let Effect::Finish { status } = effect {
                         finished = Some(status);
                     } else {
                         self.perform(effect, run_id, &mut queue, &mut inflight);
                     }
                 }
+                let Some(input) = queue.pop_front() else {
+                    break;
+                };
+                pending = m.handle(input, now_us());
             }
-            // Journal before effects: the futures pushed above have not been polled yet.
-            let events = m.take_events();
-            if !events.is_empty() {
-                if let Some(o) = &self.observer {
-                    for e in &events {
-                        o.on_event(run_id, e);
-                    }
-                }
-                self.store.append(run_id, events).await?;
-            }
+            self.flush(&mut m).await?;
             if let Some(status) = finished {
                 self.store.set_status(run_id, status).await?;
                 break;
@@ -141,6 +347,20 @@ impl Runtime {
             &m,
             started.elapsed().as_secs_f64() * 1e3,
         ))
+    }
+
+    async fn flush(&self, m: &mut RunMachine) -> Result<(), RunError> {
+        if m.pending_events().is_empty() {
+            return Ok(());
+        }
+        let events = m.take_events();
+        if let Some(o) = &self.observer {
+            for e in &events {
+                o.on_event(m.run_id(), e);
+            }
+        }
+        self.store.append(m.run_id(), events).await?;
+        Ok(())
     }
 
     fn perform(
@@ -174,21 +394,33 @@ impl Runtime {
                 model,
                 request,
                 timeout,
-            } => inflight.push(Box::pin(async move {
-                let t0 = Instant::now();
-                let result = match tokio::time::timeout(timeout, model.complete_dyn(request)).await
-                {
-                    Ok(r) => r,
-                    Err(_) => Err(ModelError::Timeout {
-                        after_ms: timeout.as_millis() as u64,
-                    }),
-                };
-                Input::ModelReplied {
-                    task,
-                    result,
-                    duration_us: t0.elapsed().as_micros() as u64,
+            } => {
+                if let Some(resp) = self.replay.as_ref().and_then(|c| c.model(&request)) {
+                    queue.push_back(Input::ModelReplied {
+                        task,
+                        result: Ok(resp),
+                        duration_us: 0,
+                        replayed: true,
+                    });
+                    return;
                 }
-            })),
+                inflight.push(Box::pin(async move {
+                    let t0 = Instant::now();
+                    let result =
+                        match tokio::time::timeout(timeout, model.complete_dyn(request)).await {
+                            Ok(r) => r,
+                            Err(_) => Err(ModelError::Timeout {
+                                after_ms: timeout.as_millis() as u64,
+                            }),
+                        };
+                    Input::ModelReplied {
+                        task,
+                        result,
+                        duration_us: t0.elapsed().as_micros() as u64,
+                        replayed: false,
+                    }
+                }))
+            }
             Effect::CallTool {
                 task,
                 call_id,
@@ -197,25 +429,41 @@ impl Runtime {
                 args,
                 ctx,
                 timeout,
-            } => inflight.push(Box::pin(async move {
-                let t0 = Instant::now();
-                let result =
-                    match tokio::time::timeout(timeout, tool.call_dyn(args.clone(), ctx)).await {
-                        Ok(r) => r,
-                        Err(_) => Err(ToolError::Timeout {
-                            tool: name.clone(),
-                            after_ms: timeout.as_millis() as u64,
-                        }),
-                    };
-                Input::ToolReturned {
-                    task,
-                    call_id,
-                    tool: name,
-                    args,
-                    result,
-                    duration_us: t0.elapsed().as_micros() as u64,
+            } => {
+                if let Some(result) = self.replay.as_ref().and_then(|c| c.tool(&name, &args)) {
+                    queue.push_back(Input::ToolReturned {
+                        task,
+                        call_id,
+                        tool: name,
+                        args,
+                        result,
+                        duration_us: 0,
+                        replayed: true,
+                    });
+                    return;
                 }
-            })),
+                inflight.push(Box::pin(async move {
+                    let t0 = Instant::now();
+                    let result =
+                        match tokio::time::timeout(timeout, tool.call_dyn(args.clone(), ctx)).await
+                        {
+                            Ok(r) => r,
+                            Err(_) => Err(ToolError::Timeout {
+                                tool: name.clone(),
+                                after_ms: timeout.as_millis() as u64,
+                            }),
+                        };
+                    Input::ToolReturned {
+                        task,
+                        call_id,
+                        tool: name,
+                        args,
+                        result,
+                        duration_us: t0.elapsed().as_micros() as u64,
+                        replayed: false,
+                    }
+                }))
+            }
             Effect::RunCode {
                 task,
                 command,
@@ -240,12 +488,29 @@ impl Runtime {
             })),
             Effect::RunChild {
                 task,
+                child,
                 workflow,
                 input,
             } => {
-                let child = RunId::new();
-                queue.push_back(Input::ChildStarted { task, child });
-                let fut = self.run_with_id(workflow, input, child, Some(run_id));
+                // A child already started (resume) is resumed; otherwise a new child run starts.
+                let (child, existing) = match child {
+                    Some(c) => (c, true),
+                    None => (RunId::new(), false),
+                };
+                let fut: BoxFuture<'static, Result<RunReport, RunError>> = if existing {
+                    let rt = self.clone();
+                    Box::pin(async move {
+                        match rt.resume(workflow.clone(), child).await {
+                            Err(RunError::Store(baton_core::StoreError::NotFound(_))) => {
+                                rt.run_with_id(workflow, input, child, Some(run_id)).await
+                            }
+                            other => other,
+                        }
+                    })
+                } else {
+                    queue.push_back(Input::ChildStarted { task, child });
+                    self.run_with_id(workflow, input, child, Some(run_id))
+                };
                 inflight.push(Box::pin(async move {
                     let t0 = Instant::now();
                     let duration_us = || t0.elapsed().as_micros() as u64;

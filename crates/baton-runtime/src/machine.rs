@@ -13,7 +13,7 @@ use crate::state::{MergeError, State};
 use crate::workflow::{ErrorPolicy, StepKind, Work, Workflow};
 use baton_core::{
     CompletionRequest, CompletionResponse, DynModel, DynTool, Event, EventKind, KeyUpdate, Message,
-    ModelError, Name, Role, RunId, RunStatus, ToolContext, ToolError, Usage,
+    ModelError, Name, Role, RunId, RunStatus, SideEffect, Tier, ToolContext, ToolError, Usage,
 };
 use serde_json::{Map, Value};
 use std::collections::{HashMap, VecDeque};
@@ -46,6 +46,8 @@ pub enum Input {
         result: Result<CompletionResponse, ModelError>,
         /// How long it took.
         duration_us: u64,
+        /// Served from a recorded run.
+        replayed: bool,
     },
     /// A tool call returned.
     ToolReturned {
@@ -61,6 +63,23 @@ pub enum Input {
         result: Result<Value, ToolError>,
         /// How long it took.
         duration_us: u64,
+        /// Served from a recorded run.
+        replayed: bool,
+    },
+    /// A human decided on a pending approval.
+    Decision {
+        /// Task.
+        task: u64,
+        /// For a tool call: the model's call id.
+        call_id: Option<String>,
+        /// Approved or rejected.
+        approved: bool,
+        /// Who.
+        by: String,
+        /// Why.
+        reason: Option<String>,
+        /// Edited arguments (tool call) or data (approval step).
+        value: Option<Value>,
     },
     /// A sub-workflow run was created for a task.
     ChildStarted {
@@ -145,10 +164,12 @@ pub enum Effect {
         /// Timeout.
         timeout: Duration,
     },
-    /// Run a sub-workflow.
+    /// Run a sub-workflow (or resume the child run already started for this task).
     RunChild {
         /// Task.
         task: u64,
+        /// The child run to resume, if one was started before.
+        child: Option<RunId>,
         /// The child workflow.
         workflow: Arc<Workflow>,
         /// Its input.
@@ -213,6 +234,19 @@ struct TaskRt {
     /// Results of the current turn's tool calls, in call order; joined to the history when
     /// all have arrived so the conversation does not depend on which tool finished first.
     tool_slots: Vec<(String, Option<Message>)>,
+    /// Pending human decisions: (call id for a tool call, tool, requested arguments).
+    waits: Vec<Wait>,
+    /// Calls whose intent was journaled (`ToolStarted`), with the arguments they run with.
+    intents: Vec<(String, Value)>,
+    /// The child run of a sub-workflow step.
+    child: Option<RunId>,
+}
+
+#[derive(Clone, Debug)]
+struct Wait {
+    call_id: Option<String>,
+    tool: Option<String>,
+    args: Option<Value>,
 }
 
 #[derive(Clone, Debug)]
@@ -228,8 +262,37 @@ struct MapRt {
 
 #[derive(Clone, Debug)]
 enum TimerRt {
-    Join(usize),
-    Retry(u64),
+    Join(usize, u64),
+    Retry(u64, u64),
+}
+
+/// A decision a human has to make.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct PendingApproval {
+    /// Task waiting.
+    pub task: u64,
+    /// Its step.
+    pub step: String,
+    /// For a tool call: the call id.
+    pub call_id: Option<String>,
+    /// For a tool call: the tool.
+    pub tool: Option<String>,
+    /// For a tool call: the arguments to approve.
+    pub args: Option<Value>,
+}
+
+/// Calls recorded in a run, with the requests that produced them.
+#[derive(Clone, Debug, Default)]
+pub struct Recorded {
+    /// Model requests and their replies, in order.
+    pub models: Vec<(CompletionRequest, CompletionResponse)>,
+    /// Tool calls (name, arguments) and their results, in order.
+    pub tools: Vec<(String, Value, Result<Value, ToolError>)>,
+}
+
+/// Whether a task can make no progress until a human decides.
+fn blocked(t: &TaskRt) -> bool {
+    !t.waits.is_empty() && (t.pending_tools == 0 || t.waits.len() >= t.pending_tools)
 }
 
 /// A failure as the final report shows it.
@@ -590,6 +653,9 @@ impl RunMachine {
                         repairs: 0,
                         pending_tools: 0,
                         tool_slots: Vec::new(),
+                        waits: Vec::new(),
+                        intents: Vec::new(),
+                        child: None,
                     },
                 );
             }
@@ -779,19 +845,23 @@ impl RunMachine {
                 }
             }
             EventKind::TimerStarted {
-                timer, step, task, ..
+                timer,
+                step,
+                task,
+                due_us,
+                ..
             } => match task {
                 Some(t) => {
-                    self.timers.insert(*timer, TimerRt::Retry(*t));
+                    self.timers.insert(*timer, TimerRt::Retry(*t, *due_us));
                 }
                 None => {
                     let s = self.step_idx(step, hint)?;
                     self.steps[s].timer = Some(*timer);
-                    self.timers.insert(*timer, TimerRt::Join(s));
+                    self.timers.insert(*timer, TimerRt::Join(s, *due_us));
                 }
             },
             EventKind::TimerFired { timer } => {
-                if let Some(TimerRt::Join(s)) = self.timers.remove(timer)
+                if let Some(TimerRt::Join(s, _)) = self.timers.remove(timer)
                     && self.steps[s].timer == Some(*timer)
                     && self.steps[s].status != StepStatus::Running
                 {
@@ -799,7 +869,61 @@ impl RunMachine {
                     self.candidates.push_back(s);
                 }
             }
-            EventKind::ChildStarted { .. } => {}
+            EventKind::ChildStarted { task, child, .. } => {
+                if let Some(t) = self.tasks.get_mut(task) {
+                    t.child = Some(*child);
+                }
+            }
+            EventKind::ToolStarted {
+                task,
+                call_id,
+                args,
+                ..
+            } => {
+                if let Some(t) = self.tasks.get_mut(task) {
+                    t.intents.push((call_id.clone(), args.clone()));
+                }
+            }
+            EventKind::ApprovalRequested {
+                task,
+                call_id,
+                tool,
+                args,
+                ..
+            } => {
+                if let Some(t) = self.tasks.get_mut(task) {
+                    t.waits.push(Wait {
+                        call_id: call_id.clone(),
+                        tool: tool.clone(),
+                        args: args.clone(),
+                    });
+                }
+            }
+            EventKind::ApprovalDecided { task, call_id, .. } => {
+                if let Some(t) = self.tasks.get_mut(task)
+                    && let Some(i) = t.waits.iter().position(|w| &w.call_id == call_id)
+                {
+                    t.waits.remove(i);
+                }
+            }
+            EventKind::RunSuspended { reason } => {
+                self.status = RunStatus::Suspended;
+                self.reason = Some(reason.clone());
+            }
+            EventKind::RunResumed { .. } => {
+                self.status = RunStatus::Running;
+                self.reason = None;
+            }
+            EventKind::StateOverridden { updates } => {
+                for u in updates {
+                    let k = *self
+                        .wf
+                        .key_index
+                        .get(&*u.key)
+                        .ok_or_else(|| format!("unknown state key `{}`", u.key))?;
+                    self.state.set_input(k, u.value.clone());
+                }
+            }
             EventKind::ChildFinished { usage, .. } => {
                 self.usage.add(usage);
             }
@@ -865,9 +989,26 @@ impl RunMachine {
                 task,
                 result,
                 duration_us,
+                replayed,
             } => {
                 if self.tasks.contains_key(&task) {
-                    self.on_model(task, result, duration_us);
+                    self.on_model(task, result, duration_us, replayed);
+                }
+            }
+            Input::Decision {
+                task,
+                call_id,
+                approved,
+                by,
+                reason,
+                value,
+            } => {
+                // Checked by `check_decision` before it is fed; an unknown one is ignored.
+                if self
+                    .check_decision(task, call_id.as_deref(), approved, &value)
+                    .is_ok()
+                {
+                    self.on_decision(task, call_id, approved, by, reason, value);
                 }
             }
             Input::ToolReturned {
@@ -877,6 +1018,7 @@ impl RunMachine {
                 args,
                 result,
                 duration_us,
+                replayed,
             } => {
                 if self.tasks.contains_key(&task) {
                     let (result, error) = match result {
@@ -895,6 +1037,7 @@ impl RunMachine {
                             result,
                             error,
                             duration_us,
+                            replayed,
                         },
                         Some(s),
                     );
@@ -950,12 +1093,12 @@ impl RunMachine {
                 if let Some(t) = self.timers.get(&timer).cloned() {
                     self.emit(EventKind::TimerFired { timer }, None);
                     match t {
-                        TimerRt::Retry(task) => {
+                        TimerRt::Retry(task, _) => {
                             if self.tasks.contains_key(&task) {
                                 self.call_model(task);
                             }
                         }
-                        TimerRt::Join(s) => self.on_join_timeout(s),
+                        TimerRt::Join(s, _) => self.on_join_timeout(s),
                     }
                 }
             }
@@ -1051,7 +1194,33 @@ impl RunMachine {
     }
 
     fn maybe_finish(&mut self) {
-        if self.status.is_terminal() || !self.tasks.is_empty() || !self.candidates.is_empty() {
+        if self.status.is_terminal() || !self.candidates.is_empty() {
+            return;
+        }
+        if !self.tasks.is_empty() {
+            // Everything left waits for a human: suspend durably; nothing runs meanwhile.
+            if !self.failing && self.tasks.values().all(blocked) {
+                let mut waiting: Vec<String> = Vec::new();
+                let mut ids: Vec<&u64> = self.tasks.keys().collect();
+                ids.sort();
+                for id in ids {
+                    let t = &self.tasks[id];
+                    for w in &t.waits {
+                        let step = &self.wf.steps[t.step].name;
+                        waiting.push(match &w.tool {
+                            Some(tool) => {
+                                format!("approval of `{tool}` in step `{step}` (task {id})")
+                            }
+                            None => format!("approval of step `{step}` (task {id})"),
+                        });
+                    }
+                }
+                let reason = format!("waiting for {}", waiting.join(", "));
+                self.emit(EventKind::RunSuspended { reason }, None);
+                self.effects.push(Effect::Finish {
+                    status: RunStatus::Suspended,
+                });
+            }
             return;
         }
         let status = if self.failing {
@@ -1166,6 +1335,7 @@ impl RunMachine {
                     Some(e) => self.fail_task(task, e),
                     None => self.effects.push(Effect::RunChild {
                         task,
+                        child: None,
                         workflow: child.clone(),
                         input,
                     }),
@@ -1196,6 +1366,25 @@ impl RunMachine {
                 started(self, None, Vec::new(), None);
                 self.complete_task(task, Value::Null);
             }
+            StepKind::Approval { message } => {
+                let ctx = self.template_ctx(&def.reads, None);
+                let rendered = wf.templates.render(message, &ctx);
+                started(self, None, Vec::new(), None);
+                match rendered {
+                    Ok(message) => self.emit(
+                        EventKind::ApprovalRequested {
+                            step: def.name.clone(),
+                            task,
+                            call_id: None,
+                            tool: None,
+                            args: None,
+                            message,
+                        },
+                        Some(s),
+                    ),
+                    Err(e) => self.fail_task(task, format!("approval message: {e}")),
+                }
+            }
         }
         // Arm the timeouts of joins waiting on this step.
         for &(d, _) in &def.dependents {
@@ -1211,6 +1400,7 @@ impl RunMachine {
                         step: dd.name.clone(),
                         task: None,
                         after_ms: after.as_millis() as u64,
+                        due_us: self.now_us + after.as_micros() as u64,
                     },
                     Some(d),
                 );
@@ -1603,7 +1793,23 @@ impl RunMachine {
             self.fail_task(task, msg);
             return;
         }
-        let request = CompletionRequest {
+        let Some(request) = self.build_request(task) else {
+            return;
+        };
+        self.effects.push(Effect::CallModel {
+            task,
+            model: a.model.model.clone(),
+            request,
+            timeout: a.timeout.min(def.timeout),
+        });
+    }
+
+    /// The request the next model call of `task` sends: its whole conversation so far.
+    fn build_request(&self, task: u64) -> Option<CompletionRequest> {
+        let t = self.tasks.get(&task)?;
+        let def = &self.wf.steps[t.step];
+        let a = &self.wf.agents[self.agent_of(task)?];
+        Some(CompletionRequest {
             model: a.model.name.clone(),
             agent: a.name.to_string(),
             step: def.name.to_string(),
@@ -1612,13 +1818,7 @@ impl RunMachine {
             output_schema: a.output_schema.as_ref().map(|(s, _)| s.clone()),
             max_tokens: a.model.max_tokens,
             temperature: a.temperature,
-        };
-        self.effects.push(Effect::CallModel {
-            task,
-            model: a.model.model.clone(),
-            request,
-            timeout: a.timeout.min(def.timeout),
-        });
+        })
     }
 
     fn agent_of(&self, task: u64) -> Option<usize> {
@@ -1638,6 +1838,7 @@ impl RunMachine {
         task: u64,
         result: Result<CompletionResponse, ModelError>,
         duration_us: u64,
+        replayed: bool,
     ) {
         let Some(ai) = self.agent_of(task) else {
             return;
@@ -1685,6 +1886,7 @@ impl RunMachine {
                             step,
                             task: Some(task),
                             after_ms: delay.as_millis() as u64,
+                            due_us: self.now_us + delay.as_micros() as u64,
                         },
                         Some(s),
                     );
@@ -1701,8 +1903,12 @@ impl RunMachine {
             }
             Ok(resp) => {
                 let p = &a.model.price;
-                let cost = resp.usage.input_tokens as f64 * p.input_per_mtok / 1e6
-                    + resp.usage.output_tokens as f64 * p.output_per_mtok / 1e6;
+                let cost = if replayed {
+                    0.0
+                } else {
+                    resp.usage.input_tokens as f64 * p.input_per_mtok / 1e6
+                        + resp.usage.output_tokens as f64 * p.output_per_mtok / 1e6
+                };
                 let input = t.history[t.logged.min(t.history.len())..].to_vec();
                 let calls = resp.tool_calls.clone();
                 let content = resp.content.clone();
@@ -1717,6 +1923,7 @@ impl RunMachine {
                         output: resp,
                         cost_usd: cost,
                         duration_us,
+                        replayed,
                     },
                     Some(s),
                 );
@@ -1798,6 +2005,7 @@ impl RunMachine {
                     result: None,
                     error: Some(error),
                     duration_us: 0,
+                    replayed: false,
                 },
                 Some(s),
             );
@@ -1840,20 +2048,515 @@ impl RunMachine {
             reject(self, error, call);
             return;
         }
+        // Tier: the tool's own, raised by any policy rule whose condition holds. Rules see the
+        // arguments and the run's state (trusted data), never what an agent claims.
+        let mut tier = tr.tier;
+        let mut why = String::new();
+        for rule in tr.policy.iter() {
+            let hit = rule.when.eval_bool(|n| {
+                if n == "args" {
+                    Some(&call.args)
+                } else {
+                    self.lookup(n)
+                }
+            });
+            match hit {
+                Ok(true) if rule.tier > tier => {
+                    tier = rule.tier;
+                    why = rule.reason.clone();
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tier = Tier::Forbid;
+                    why = format!("policy could not be evaluated: {e}");
+                    break;
+                }
+            }
+        }
+        match tier {
+            Tier::Forbid => {
+                let error = ToolError::Forbidden {
+                    tool: call.name.clone(),
+                    reason: if why.is_empty() {
+                        "the tool is forbidden".into()
+                    } else {
+                        why
+                    },
+                };
+                reject(self, error, call);
+            }
+            Tier::Approve => {
+                let message = format!(
+                    "agent `{}` wants to call `{}` with {}{}",
+                    a.name,
+                    call.name,
+                    call.args,
+                    if why.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({why})")
+                    }
+                );
+                self.emit(
+                    EventKind::ApprovalRequested {
+                        step,
+                        task,
+                        call_id: Some(call.id),
+                        tool: Some(call.name),
+                        args: Some(call.args),
+                        message,
+                    },
+                    Some(s),
+                );
+            }
+            Tier::Auto => self.start_tool(task, s, ai, call.id, call.name, call.args, true),
+        }
+    }
+
+    /// Journal the intent of a side-effecting call (once per logical call) and ask the executor
+    /// to run it.
+    #[allow(clippy::too_many_arguments)]
+    fn start_tool(
+        &mut self,
+        task: u64,
+        s: usize,
+        ai: usize,
+        call_id: String,
+        name: String,
+        args: Value,
+        journal: bool,
+    ) {
+        let wf = self.wf.clone();
+        let Some(tr) = wf.agents[ai].tools.iter().find(|t| t.name == name) else {
+            return;
+        };
+        let idempotency_key = format!("{}:{}:{}", self.run_id, task, call_id);
+        if journal && tr.effect != SideEffect::ReadOnly {
+            self.emit(
+                EventKind::ToolStarted {
+                    step: wf.steps[s].name.clone(),
+                    task,
+                    tool: name.clone(),
+                    call_id: call_id.clone(),
+                    args: args.clone(),
+                    idempotency_key: idempotency_key.clone(),
+                },
+                Some(s),
+            );
+        }
         let ctx = ToolContext {
             run_id: self.run_id.to_string(),
-            step: step.to_string(),
-            idempotency_key: format!("{}:{}:{}", self.run_id, task, call.id),
+            step: wf.steps[s].name.to_string(),
+            idempotency_key,
         };
         self.effects.push(Effect::CallTool {
             task,
-            call_id: call.id,
-            name: call.name,
+            call_id,
+            name,
             tool: tr.tool.clone(),
-            args: call.args,
+            args,
             ctx,
             timeout: tr.timeout,
         });
+    }
+
+    // ------------------------------------------------------------------ humans, resume, forks
+
+    /// Pending human decisions: (task, step, call id, tool, arguments).
+    pub fn pending_approvals(&self) -> Vec<PendingApproval> {
+        let mut ids: Vec<&u64> = self.tasks.keys().collect();
+        ids.sort();
+        let mut out = Vec::new();
+        for id in ids {
+            let t = &self.tasks[id];
+            for w in &t.waits {
+                out.push(PendingApproval {
+                    task: *id,
+                    step: self.wf.steps[t.step].name.to_string(),
+                    call_id: w.call_id.clone(),
+                    tool: w.tool.clone(),
+                    args: w.args.clone(),
+                });
+            }
+        }
+        out
+    }
+
+    /// Check a decision before it is recorded: the approval must be pending, a rejection needs
+    /// a reason, and edited tool arguments must satisfy the tool's schema.
+    pub fn check_decision(
+        &self,
+        task: u64,
+        call_id: Option<&str>,
+        approved: bool,
+        value: &Option<Value>,
+    ) -> Result<(), String> {
+        let t = self
+            .tasks
+            .get(&task)
+            .ok_or_else(|| format!("task {task} has no pending approval"))?;
+        let w = t
+            .waits
+            .iter()
+            .find(|w| w.call_id.as_deref() == call_id)
+            .ok_or_else(|| format!("task {task} has no pending approval for that call"))?;
+        if approved && let (Some(tool), Some(edit)) = (&w.tool, value) {
+            let ai = self.agent_of(task).ok_or("not an agent task")?;
+            let tr = self.wf.agents[ai]
+                .tools
+                .iter()
+                .find(|x| &x.name == tool)
+                .ok_or_else(|| format!("tool `{tool}` is no longer available"))?;
+            let errs: Vec<String> = tr
+                .validator
+                .iter_errors(edit)
+                .take(5)
+                .map(|e| e.to_string())
+                .collect();
+            if !errs.is_empty() {
+                return Err(format!(
+                    "the edited arguments do not satisfy `{tool}`'s schema: {}",
+                    errs.join("; ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn on_decision(
+        &mut self,
+        task: u64,
+        call_id: Option<String>,
+        approved: bool,
+        by: String,
+        reason: Option<String>,
+        value: Option<Value>,
+    ) {
+        let Some(t) = self.tasks.get(&task) else {
+            return;
+        };
+        let s = t.step;
+        let Some(w) = t.waits.iter().find(|w| w.call_id == call_id).cloned() else {
+            return;
+        };
+        let step = self.wf.steps[s].name.clone();
+        // For a tool call the decision carries the exact arguments that will run.
+        let value = match (&w.tool, approved) {
+            (Some(_), true) => value.or(w.args.clone()),
+            _ => value,
+        };
+        self.emit(
+            EventKind::ApprovalDecided {
+                step: step.clone(),
+                task,
+                call_id: call_id.clone(),
+                approved,
+                by: by.clone(),
+                reason: reason.clone(),
+                value: value.clone(),
+            },
+            Some(s),
+        );
+        match (w.tool, call_id) {
+            (Some(tool), Some(call_id)) => {
+                let Some(ai) = self.agent_of(task) else {
+                    return;
+                };
+                if approved {
+                    let args = value.unwrap_or(Value::Null);
+                    self.start_tool(task, s, ai, call_id, tool, args, true);
+                } else {
+                    self.emit(
+                        EventKind::ToolCalled {
+                            step,
+                            task,
+                            tool: tool.clone(),
+                            call_id,
+                            args: w.args.unwrap_or(Value::Null),
+                            result: None,
+                            error: Some(ToolError::Rejected {
+                                tool,
+                                reason: reason.unwrap_or_else(|| format!("rejected by {by}")),
+                            }),
+                            duration_us: 0,
+                            replayed: false,
+                        },
+                        Some(s),
+                    );
+                    if self.tasks.get(&task).is_some_and(|t| t.pending_tools == 0) {
+                        self.call_model(task);
+                    }
+                }
+            }
+            _ => {
+                if approved {
+                    let mut out = Map::new();
+                    out.insert("approved".into(), Value::Bool(true));
+                    out.insert("by".into(), Value::String(by));
+                    if let Some(r) = reason {
+                        out.insert("comment".into(), Value::String(r));
+                    }
+                    if let Some(v) = value {
+                        out.insert("data".into(), v);
+                    }
+                    self.complete_task(task, Value::Object(out));
+                } else {
+                    let why = reason.unwrap_or_else(|| "no reason given".into());
+                    self.fail_task(task, format!("rejected by {by}: {why}"));
+                }
+            }
+        }
+    }
+
+    /// Continue a replayed run: record that it resumed and restart the work that was in flight
+    /// when its last process stopped. Completed model calls and tool calls are never repeated
+    /// (their results are in the log); a side-effecting call whose outcome is unknown is repeated
+    /// only if its tool is `read_only` or `idempotent` (with the same idempotency key), and
+    /// otherwise put to a human.
+    pub fn resume(&mut self, now_us: u64) -> Vec<Effect> {
+        self.now_us = now_us;
+        if matches!(
+            self.status,
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::PartialSuccess
+        ) {
+            return Vec::new();
+        }
+        let mut ids: Vec<u64> = self.tasks.keys().copied().collect();
+        ids.sort();
+        let restarted: Vec<u64> = ids
+            .iter()
+            .copied()
+            .filter(|id| !blocked(&self.tasks[id]))
+            .collect();
+        self.emit(EventKind::RunResumed { restarted }, None);
+        let wf = self.wf.clone();
+        // Timers keep their original due time.
+        let mut timers: Vec<(u64, u64)> = self
+            .timers
+            .iter()
+            .map(|(id, t)| match t {
+                TimerRt::Join(_, due) | TimerRt::Retry(_, due) => (*id, *due),
+            })
+            .collect();
+        timers.sort();
+        let retrying: Vec<u64> = self
+            .timers
+            .values()
+            .filter_map(|t| match t {
+                TimerRt::Retry(task, _) => Some(*task),
+                _ => None,
+            })
+            .collect();
+        for (timer, due) in timers {
+            self.effects.push(Effect::StartTimer {
+                timer,
+                after: Duration::from_micros(due.saturating_sub(now_us)),
+            });
+        }
+        for id in ids {
+            let Some(t) = self.tasks.get(&id).cloned() else {
+                continue;
+            };
+            let s = t.step;
+            let def = &wf.steps[s];
+            let work = match (&def.kind, t.item) {
+                (StepKind::Work(w), None) => Some(w),
+                (StepKind::Map(m), Some(_)) => Some(&m.body),
+                (StepKind::Map(_), None) => {
+                    self.pump_map(s);
+                    None
+                }
+                (StepKind::Workflow { child, input }, None) => {
+                    let _ = input;
+                    let input = self.child_input(s).unwrap_or(Value::Null);
+                    self.effects.push(Effect::RunChild {
+                        task: id,
+                        child: t.child,
+                        workflow: child.clone(),
+                        input,
+                    });
+                    None
+                }
+                _ => None,
+            };
+            let Some(work) = work else { continue };
+            match work {
+                Work::Agent { .. } => {
+                    if t.pending_tools > 0 {
+                        self.recover_tools(id, &t);
+                    } else if !retrying.contains(&id) {
+                        self.call_model(id);
+                    }
+                }
+                _ => {
+                    let item = t.item.and_then(|i| {
+                        self.maps
+                            .get(&s)
+                            .and_then(|m| m.items.get(i as usize).cloned())
+                    });
+                    let name = match &def.kind {
+                        StepKind::Map(m) => m.item_name.clone(),
+                        _ => String::new(),
+                    };
+                    match self.prepare_work(s, work, id, item.as_ref().map(|v| (name.as_str(), v)))
+                    {
+                        Ok((_, _, Some(e))) => self.effects.push(e),
+                        Ok(_) => {}
+                        Err(e) => self.fail_task(id, e),
+                    }
+                }
+            }
+        }
+        self.schedule();
+        self.maybe_finish();
+        std::mem::take(&mut self.effects)
+    }
+
+    fn recover_tools(&mut self, task: u64, t: &TaskRt) {
+        let Some(ai) = self.agent_of(task) else {
+            return;
+        };
+        let wf = self.wf.clone();
+        let Some(last) = t.history.iter().rev().find(|m| m.role == Role::Assistant) else {
+            return;
+        };
+        for call in &last.tool_calls {
+            let answered = t
+                .tool_slots
+                .iter()
+                .any(|(id, m)| id == &call.id && m.is_some());
+            let waiting = t
+                .waits
+                .iter()
+                .any(|w| w.call_id.as_deref() == Some(&call.id));
+            if answered || waiting {
+                continue;
+            }
+            let Some(tr) = wf.agents[ai].tools.iter().find(|x| x.name == call.name) else {
+                continue;
+            };
+            // The arguments that were journaled (possibly edited by a human) are the ones to use.
+            let journaled = t.intents.iter().find(|(id, _)| id == &call.id);
+            let started = journaled.is_some();
+            let args = journaled.map_or_else(|| call.args.clone(), |(_, a)| a.clone());
+            if started && !tr.effect.safe_to_repeat() {
+                let message = format!(
+                    "the outcome of `{}` with {} is unknown (the process stopped during the call); it is {:?} and will not be repeated blindly: approve to run it again, reject to record it as failed",
+                    call.name, args, tr.effect
+                );
+                self.emit(
+                    EventKind::ApprovalRequested {
+                        step: wf.steps[t.step].name.clone(),
+                        task,
+                        call_id: Some(call.id.clone()),
+                        tool: Some(call.name.clone()),
+                        args: Some(args),
+                        message,
+                    },
+                    Some(t.step),
+                );
+            } else {
+                self.start_tool(
+                    task,
+                    t.step,
+                    ai,
+                    call.id.clone(),
+                    call.name.clone(),
+                    args,
+                    !started,
+                );
+            }
+        }
+    }
+
+    fn child_input(&self, s: usize) -> Option<Value> {
+        let StepKind::Workflow { input, .. } = &self.wf.steps[s].kind else {
+            return None;
+        };
+        let mut obj = Map::new();
+        for (k, e) in input {
+            obj.insert(k.clone(), e.eval(|n| self.lookup(n)).ok()?);
+        }
+        Some(Value::Object(obj))
+    }
+
+    /// Set state keys by hand (a fork with changed state); recorded as an event.
+    pub fn override_state(
+        &mut self,
+        updates: Vec<(String, Value)>,
+        now_us: u64,
+    ) -> Result<(), String> {
+        self.now_us = now_us;
+        let mut list = Vec::new();
+        for (k, v) in updates {
+            let i = self
+                .wf
+                .key_index
+                .get(&k)
+                .ok_or_else(|| format!("`{k}` is not a state key"))?;
+            list.push(KeyUpdate {
+                key: self.wf.keys[*i].name.clone(),
+                value: v,
+            });
+        }
+        self.emit(EventKind::StateOverridden { updates: list }, None);
+        Ok(())
+    }
+
+    /// Record that this run is a fork of another.
+    pub fn mark_forked(&mut self, from: RunId, at: u64, now_us: u64) {
+        self.now_us = now_us;
+        self.emit(EventKind::Forked { from, at }, None);
+    }
+
+    /// Every model call and tool result recorded in a run, with the exact request that produced
+    /// it: the material of a replay cache. Fails on a log that does not fit the workflow.
+    pub fn recorded_calls(
+        wf: Arc<Workflow>,
+        run_id: RunId,
+        events: &[Event],
+    ) -> Result<Recorded, RunError> {
+        let mut m = RunMachine::new(wf, run_id);
+        let mut out = Recorded::default();
+        for ev in events {
+            match &ev.kind {
+                EventKind::ModelCalled { task, output, .. } => {
+                    if let Some(req) = m.build_request(*task) {
+                        out.models.push((req, output.clone()));
+                    }
+                }
+                EventKind::ToolCalled {
+                    tool,
+                    args,
+                    result,
+                    error,
+                    ..
+                } => {
+                    let r = match (result, error) {
+                        (_, Some(e)) => Err(e.clone()),
+                        (Some(v), None) => Ok(v.clone()),
+                        (None, None) => Ok(Value::Null),
+                    };
+                    if !matches!(
+                        r,
+                        Err(ToolError::Unknown { .. }
+                            | ToolError::InvalidArguments { .. }
+                            | ToolError::Forbidden { .. }
+                            | ToolError::Rejected { .. })
+                    ) {
+                        out.tools.push((tool.clone(), args.clone(), r));
+                    }
+                }
+                _ => {}
+            }
+            m.evolve(ev, None)
+                .map_err(|message| RunError::Nondeterminism {
+                    seq: ev.seq,
+                    message,
+                })?;
+            m.seq += 1;
+        }
+        Ok(out)
     }
 }
 

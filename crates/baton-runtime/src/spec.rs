@@ -393,6 +393,29 @@ pub struct ToolDecl {
     /// Per-call timeout.
     #[serde(default)]
     pub timeout: Option<DurationSpec>,
+    /// Side-effect class: read_only, idempotent, compensatable, irreversible (the default).
+    #[serde(default)]
+    pub effect: Option<baton_core::SideEffect>,
+    /// Permission tier: auto (default), approve (a human approves each call), forbid.
+    #[serde(default)]
+    pub tier: baton_core::Tier,
+    /// Rules that raise the tier from the arguments (and trusted state).
+    #[serde(default)]
+    pub policy: Vec<PolicyRule>,
+}
+
+/// A rule raising a tool call's tier: `when` the CEL condition over `args` (and state keys)
+/// holds, the call needs at least `tier`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyRule {
+    /// CEL over `args` and state keys.
+    pub when: Loc<String>,
+    /// The tier the call needs when the rule matches.
+    pub tier: baton_core::Tier,
+    /// Shown to the model or the human.
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 /// One branch of a transition: go `to` these steps `when` the condition holds.
@@ -569,6 +592,10 @@ pub struct StepSpec {
     /// Map step.
     #[serde(default)]
     pub map: Option<MapSpec>,
+    /// Approval step: the message template shown to the human; the run suspends until someone
+    /// approves (the step completes) or rejects (the step fails).
+    #[serde(default)]
+    pub approval: Option<Loc<String>>,
     /// How the step waits for its needs.
     #[serde(default)]
     pub join: Option<Loc<JoinSpec>>,

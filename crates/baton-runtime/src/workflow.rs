@@ -93,6 +93,16 @@ pub struct ToolRef {
     pub(crate) tool: Arc<dyn DynTool>,
     pub(crate) validator: Arc<jsonschema::Validator>,
     pub(crate) timeout: Duration,
+    pub(crate) effect: baton_core::SideEffect,
+    pub(crate) tier: baton_core::Tier,
+    pub(crate) policy: Arc<[PolicyDef]>,
+}
+
+/// A compiled policy rule.
+pub struct PolicyDef {
+    pub(crate) when: Expr,
+    pub(crate) tier: baton_core::Tier,
+    pub(crate) reason: String,
 }
 
 /// A compiled agent.
@@ -157,6 +167,11 @@ pub enum StepKind {
     Map(MapDef),
     /// Routing only (its `next` decides).
     Router,
+    /// Wait for a human decision.
+    Approval {
+        /// Template name of the message.
+        message: String,
+    },
     /// No work: a pure join or sync point.
     Noop,
 }
@@ -171,6 +186,7 @@ impl StepKind {
             StepKind::Workflow { .. } => "workflow",
             StepKind::Map(_) => "map",
             StepKind::Router => "router",
+            StepKind::Approval { .. } => "approval",
             StepKind::Noop => "join",
         }
     }

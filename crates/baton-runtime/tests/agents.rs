@@ -54,11 +54,12 @@ fn fixture(script: &str) -> Fixture {
     let calls = Arc::new(AtomicUsize::new(0));
     let c = calls.clone();
     let lookup = FnTool::sync(
-        ToolSpec {
-            name: "lookup".into(),
-            description: "Look a company up".into(),
-            parameters: json!({"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}),
-        },
+        ToolSpec::new(
+            "lookup",
+            "Look a company up",
+            json!({"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}),
+        )
+        .with_effect(baton_core::SideEffect::ReadOnly),
         move |args: Value| {
             c.fetch_add(1, Ordering::SeqCst);
             Ok(json!({"found": args["name"]}))

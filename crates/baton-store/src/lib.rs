@@ -1,24 +1,37 @@
 //! # baton-store
 //!
-//! [`RunStore`](baton_core::RunStore) implementations that need no database:
+//! [`RunStore`](baton_core::RunStore) implementations:
 //!
 //! - [`MemoryStore`]: runs and their full event logs in memory. The default for tests, the
 //!   scripted provider and one-shot CLI runs whose history need not outlive the process.
 //! - [`NullStore`]: keeps run records and enforces append ordering but discards events; for
 //!   benchmarks of runs without persistence.
+//! - [`SqliteStore`]: one SQLite file (WAL), shared safely by several processes; durable
+//!   against a killed process by default, against power loss with [`SqliteOptions::strict`].
+//! - [`PostgresStore`]: a PostgreSQL database, for runners on several machines.
+//!
+//! Both SQL stores keep a `runs` table and a `journal` table with one row per appended batch,
+//! the batch encoded compactly with a format version byte (see [`codec`]); their schemas are
+//! migrated by embedded, versioned migrations when the store is opened.
 //!
 //! With the `test-utils` feature, the `testing` module provides the conformance suite every store
 //! backend (in memory, SQLite, PostgreSQL…) is expected to pass.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod codec;
 mod memory;
 mod null;
+mod postgres;
+mod sql;
+mod sqlite;
 #[cfg(feature = "test-utils")]
 pub mod testing;
 
 pub use memory::MemoryStore;
 pub use null::NullStore;
+pub use postgres::PostgresStore;
+pub use sqlite::{DbStats, SqliteOptions, SqliteStore};
 
 use baton_core::{Event, RunId, StoreError};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -137,4 +137,18 @@ impl RunStore for NullStore {
     fn runs(&self, status: Option<RunStatus>) -> BoxFuture<'_, Result<Vec<RunRecord>, StoreError>> {
         Box::pin(ready(Ok(self.runs_now(status))))
     }
+
+    fn prune(
+        &self,
+        before_us: u64,
+        statuses: Vec<RunStatus>,
+    ) -> BoxFuture<'_, Result<u64, StoreError>> {
+        let mut map = self.lock();
+        let before = map.len();
+        map.retain(|_, e| {
+            !(e.record.updated_at_us < before_us && statuses.contains(&e.record.status))
+        });
+        let n = (before - map.len()) as u64;
+        Box::pin(std::future::ready(Ok(n)))
+    }
 }

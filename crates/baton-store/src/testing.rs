@@ -36,6 +36,7 @@ pub fn record(workflow: &str, created_at_us: u64) -> RunRecord {
         status: RunStatus::Running,
         parent: None,
         input: json!({"topic": "conformance", "n": 3, "tags": ["a", "b"], "nested": {"x": 1.5}}),
+        source: Some("conformance.yaml".to_owned()),
         created_at_us,
         updated_at_us: created_at_us,
     }
@@ -78,15 +79,93 @@ pub fn events(from: u64, to: u64) -> Vec<Event> {
     (from..to).map(event).collect()
 }
 
-/// The full suite: records, ordering, event read-back, status, listing.
+/// One event of every kind, with `seq`s from `first_seq`: optional fields both set and unset,
+/// nested tagged enums, floats, unicode, big and negative numbers — what a store that encodes
+/// events must round-trip exactly. (Built from JSON, so that fields added to the event kinds
+/// with defaults do not break the suite.)
+pub fn every_kind(first_seq: u64) -> Vec<Event> {
+    let (parent, child) = (RunId::new().to_string(), RunId::new().to_string());
+    let call = json!({"id": "call_1", "name": "search",
+        "args": {"q": "naïve ✓", "limit": 5, "neg": -3, "big": u64::MAX, "f": 0.1}});
+    let kinds = [
+        json!({"type": "run_started", "workflow": "every-kind", "parent": parent,
+            "input": {"z": 1, "a": [null, true, 2.5, "x"], "m": {"k": {}}}}),
+        json!({"type": "step_started", "step": "plan", "task": 1, "visit": 2, "round": 3,
+            "item": 4, "agent": "planner", "input": ["a", "b"],
+            "messages": [{"role": "system", "content": "be brief"},
+                         {"role": "user", "content": "plan a trip"}]}),
+        json!({"type": "step_started", "step": "plain", "task": 2, "visit": 1, "round": 0}),
+        json!({"type": "state_updated", "step": "plan", "round": 3,
+            "updates": [{"key": "plan", "value": {"days": 3}}, {"key": "empty", "value": null}]}),
+        json!({"type": "step_completed", "step": "plan", "task": 1, "output": -1.5e300,
+            "duration_us": 1234}),
+        json!({"type": "step_failed", "step": "plan", "error": "boom", "policy": "continue"}),
+        json!({"type": "step_skipped", "step": "review", "reason": "condition false"}),
+        json!({"type": "transition", "from": "plan", "to": ["a", "b"],
+            "when": "state.ok == true"}),
+        json!({"type": "model_called", "step": "plan", "task": 1, "agent": "planner",
+            "model": "scripted", "turn": 1,
+            "input": [{"role": "assistant", "tool_calls": [call]}],
+            "output": {"content": "done", "tool_calls": [call],
+                       "usage": {"input_tokens": 10, "output_tokens": 20}},
+            "cost_usd": 0.000125, "duration_us": 99}),
+        json!({"type": "model_failed", "step": "plan", "task": 1, "agent": "planner",
+            "model": "scripted", "turn": 2,
+            "error": {"kind": "http", "status": 429, "message": "slow down"},
+            "duration_us": 7}),
+        json!({"type": "tool_called", "step": "plan", "task": 1, "tool": "search",
+            "call_id": "call_1", "args": {"q": "x"},
+            "error": {"kind": "timeout", "tool": "search", "after_ms": 100},
+            "duration_us": 100000}),
+        json!({"type": "tool_called", "step": "plan", "task": 1, "tool": "search",
+            "call_id": "call_2", "args": {}, "result": {"hits": []}, "duration_us": 5}),
+        json!({"type": "output_rejected", "step": "plan", "task": 1,
+            "reason": "missing field `days`"}),
+        json!({"type": "retry", "step": "plan", "task": 1, "attempt": 2, "delay_ms": 250,
+            "reason": "HTTP 429"}),
+        json!({"type": "timer_fired", "timer": 15}),
+        json!({"type": "child_started", "step": "sub", "task": 3, "child": child}),
+        json!({"type": "child_finished", "step": "sub", "task": 3, "child": child,
+            "status": "partial_success",
+            "usage": {"model_calls": 1, "input_tokens": 2, "output_tokens": 3,
+                      "cost_usd": 0.5, "tool_calls": 4, "steps": 5}}),
+        json!({"type": "run_finished", "status": "failed", "reason": "step `plan` failed"}),
+        json!({"type": "run_finished", "status": "succeeded"}),
+    ];
+    (first_seq..)
+        .zip(kinds)
+        .map(|(seq, kind)| {
+            let kind: EventKind = serde_json::from_value(kind.clone())
+                .unwrap_or_else(|e| panic!("testing::every_kind: bad sample {kind}: {e}"));
+            Event {
+                seq,
+                // Not monotonic on purpose: clocks may step back.
+                at_us: if seq % 5 == 4 {
+                    1_000
+                } else {
+                    1_700_000_000_000_000 + seq * 1_000
+                },
+                kind,
+            }
+        })
+        .collect()
+}
+
+/// The full suite: records, ordering, event read-back, every event kind, status, listing,
+/// retention.
+///
+/// The retention check ([`prune_retention`]) deletes finished runs last updated before 1990;
+/// do not run it concurrently against one store.
 pub async fn conformance(store: &dyn RunStore) {
     create_and_read(store).await;
     create_twice(store).await;
     not_found(store).await;
     append_ordering(store).await;
     events_from_offset(store).await;
+    every_event_kind(store).await;
     status_change(store).await;
     runs_newest_first_and_filtered(store).await;
+    prune_retention(store).await;
 }
 
 /// The suite minus event read-back, for stores that discard events on purpose.
@@ -97,6 +176,7 @@ pub async fn conformance_without_events(store: &dyn RunStore) {
     append_ordering(store).await;
     status_change(store).await;
     runs_newest_first_and_filtered(store).await;
+    prune_check(store, false).await;
 }
 
 async fn create(store: &dyn RunStore, run: &RunRecord) {
@@ -410,5 +490,153 @@ fn assert_listed_in_order(listed: &[RunRecord]) {
             b.id,
             b.created_at_us
         );
+    }
+}
+
+/// Every event kind reads back exactly as appended, in one batch and one by one.
+pub async fn every_event_kind(store: &dyn RunStore) {
+    let run = record("conformance-kinds", now_us());
+    create(store, &run).await;
+    let batch = every_kind(0);
+    let n = batch.len() as u64;
+    store
+        .append(run.id, batch.clone())
+        .await
+        .expect("append of one event of every kind");
+    let singles = every_kind(n);
+    for event in &singles {
+        store
+            .append(run.id, vec![event.clone()])
+            .await
+            .expect("append of a single event");
+    }
+    let back = store.events(run.id, 0).await.expect("events(run, 0)");
+    let mut want = batch.clone();
+    want.extend(singles.iter().cloned());
+    assert_eq!(back, want, "every event kind must read back exactly");
+    let tail = store.events(run.id, 3).await.expect("events(run, 3)");
+    assert_eq!(tail, want[3..].to_vec(), "events from inside a batch");
+}
+
+/// The start of the retention check's time window: 1990-01-01, before any real run.
+const ANCIENT_US: u64 = 631_152_000_000_000;
+
+/// `prune` deletes the runs in the given statuses last updated strictly before the cutoff,
+/// with their events, and nothing else; it returns how many it deleted.
+///
+/// The check's runs are dated before 1990 (no real run is), and it first prunes leftovers of
+/// an earlier, interrupted pass; do not run it concurrently against one store.
+pub async fn prune_retention(store: &dyn RunStore) {
+    prune_check(store, true).await;
+}
+
+async fn prune_check(store: &dyn RunStore, with_events: bool) {
+    let cutoff = ANCIENT_US + 1_000_000;
+    let pruned = vec![RunStatus::Succeeded, RunStatus::Failed];
+    // Leftovers of an interrupted pass (any store may hold some: the count is not checked).
+    let everything = vec![
+        RunStatus::Running,
+        RunStatus::Suspended,
+        RunStatus::Succeeded,
+        RunStatus::PartialSuccess,
+        RunStatus::Failed,
+        RunStatus::Halted,
+    ];
+    store
+        .prune(cutoff + 1_000, everything.clone())
+        .await
+        .expect("prune of leftovers");
+
+    let dated = |workflow: &str, status: RunStatus, updated_at_us: u64| RunRecord {
+        status,
+        created_at_us: ANCIENT_US,
+        updated_at_us,
+        ..record(workflow, ANCIENT_US)
+    };
+    let gone = [
+        dated("prune-succeeded-old", RunStatus::Succeeded, ANCIENT_US),
+        dated("prune-failed-just-before", RunStatus::Failed, cutoff - 1),
+    ];
+    let kept = [
+        dated("prune-at-cutoff", RunStatus::Succeeded, cutoff),
+        dated("prune-running-old", RunStatus::Running, ANCIENT_US),
+        dated("prune-halted-old", RunStatus::Halted, ANCIENT_US),
+        dated("prune-suspended-old", RunStatus::Suspended, ANCIENT_US),
+        dated("prune-after-cutoff", RunStatus::Failed, cutoff + 500),
+        record("prune-new", now_us()),
+    ];
+    for run in gone.iter().chain(&kept) {
+        create(store, run).await;
+        append_ok(store, run.id, 0, 3).await;
+    }
+
+    let none = store
+        .prune(cutoff, Vec::new())
+        .await
+        .expect("prune with no statuses");
+    assert_eq!(none, 0, "prune with no statuses must delete nothing");
+    let early = store
+        .prune(ANCIENT_US, pruned.clone())
+        .await
+        .expect("prune before every run");
+    assert_eq!(
+        early, 0,
+        "prune must only delete runs updated strictly before the cutoff"
+    );
+
+    let deleted = store
+        .prune(cutoff, pruned.clone())
+        .await
+        .expect("prune(cutoff, [succeeded, failed])");
+    assert_eq!(
+        deleted,
+        gone.len() as u64,
+        "prune must return how many runs it deleted"
+    );
+    for run in &gone {
+        match store.run(run.id).await {
+            Err(StoreError::NotFound(id)) => assert_eq!(id, run.id),
+            other => panic!("a pruned run ({}) must be gone, got {other:?}", run.workflow),
+        }
+        match store.events(run.id, 0).await {
+            Err(StoreError::NotFound(id)) => assert_eq!(id, run.id),
+            other => panic!(
+                "a pruned run's events ({}) must be gone, got {other:?}",
+                run.workflow
+            ),
+        }
+        match store.append(run.id, events(3, 4)).await {
+            Err(StoreError::NotFound(_)) => {}
+            other => panic!("append to a pruned run must fail with NotFound, got {other:?}"),
+        }
+    }
+    for run in &kept {
+        let back = store.run(run.id).await.unwrap_or_else(|e| {
+            panic!("run {} must survive the prune: {e}", run.workflow)
+        });
+        assert_eq!(&back, run, "a kept run must be untouched");
+        if with_events {
+            let log = store.events(run.id, 0).await.expect("events of a kept run");
+            assert_eq!(log, events(0, 3), "a kept run keeps its events");
+        }
+    }
+    let again = store
+        .prune(cutoff, pruned)
+        .await
+        .expect("prune a second time");
+    assert_eq!(again, 0, "a second prune finds nothing left to delete");
+
+    // Clean up, so that a shared database does not collect the check's runs.
+    let cleaned = store
+        .prune(cutoff + 1_000, everything)
+        .await
+        .expect("prune of the check's runs");
+    assert!(
+        cleaned >= kept.len() as u64 - 1,
+        "prune of every status must delete the check's old runs (deleted {cleaned})"
+    );
+    match store.run(kept[1].id).await {
+        Err(StoreError::NotFound(_)) => {}
+        other => panic!("a running run can be pruned when its status is listed, got {other:?}"),
     }
 }

@@ -24,11 +24,7 @@ enum Body {
 /// use baton_tools::FnTool;
 /// use serde_json::{json, Value};
 ///
-/// let spec = |name: &str| ToolSpec {
-///     name: name.into(),
-///     description: String::new(),
-///     parameters: json!({"type": "object"}),
-/// };
+/// let spec = |name: &str| ToolSpec::new(name, "", json!({"type": "object"}));
 /// let add = FnTool::sync(spec("add"), |args: Value| {
 ///     let a = args["a"].as_i64().ok_or("`a` must be an integer")?;
 ///     let b = args["b"].as_i64().ok_or("`b` must be an integer")?;

@@ -22,11 +22,7 @@ use serde_json::{Value, json};
 /// use baton_tools::{SubprocessOptions, SubprocessTool};
 ///
 /// let tool = SubprocessTool::new(
-///     ToolSpec {
-///         name: "score".into(),
-///         description: "Score a draft".into(),
-///         parameters: serde_json::json!({"type": "object"}),
-///     },
+///     ToolSpec::new("score", "Score a draft", serde_json::json!({"type": "object"})),
 ///     vec!["python3".into(), "score.py".into()],
 ///     SubprocessOptions::default(),
 /// );

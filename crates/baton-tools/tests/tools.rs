@@ -20,11 +20,7 @@ fn py(script: &str) -> Vec<String> {
 }
 
 fn spec(name: &str) -> ToolSpec {
-    ToolSpec {
-        name: name.into(),
-        description: format!("the {name} tool"),
-        parameters: json!({"type": "object"}),
-    }
+    ToolSpec::new(name, format!("the {name} tool"), json!({"type": "object"}))
 }
 
 fn ctx() -> ToolContext {
