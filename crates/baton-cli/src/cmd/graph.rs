@@ -32,11 +32,13 @@ pub fn mermaid(wf: &Workflow) -> String {
             StepKind::Workflow { child, .. } => format!("workflow {}", child.name()),
             StepKind::Map(_) => "map".to_string(),
             StepKind::Router => "router".to_string(),
+            StepKind::Approval { .. } => "approval".to_string(),
             StepKind::Noop => "join".to_string(),
         };
         let text = label(&format!("{}<br/><small>{kind}</small>", s.name()));
         let shape = match s.kind() {
             StepKind::Router => format!("{{\"{text}\"}}"),
+            StepKind::Approval { .. } => format!("[(\"{text}\")]"),
             StepKind::Map(_) => format!("[[\"{text}\"]]"),
             StepKind::Noop => format!("((\"{text}\"))"),
             StepKind::Workflow { .. } => format!("[/\"{text}\"/]"),
