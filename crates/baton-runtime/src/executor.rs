@@ -232,20 +232,17 @@ impl Runtime {
             m.check_decision(d.task, d.call_id.as_deref(), d.approved, &d.value)
                 .map_err(RunError::Input)?;
         }
-        let effects = m.resume(now_us());
-        let mut queue = VecDeque::new();
-        if let Some(d) = decision {
-            queue.push_back(Input::Decision {
-                task: d.task,
-                call_id: d.call_id,
-                approved: d.approved,
-                by: d.by,
-                reason: d.reason,
-                value: d.value,
-            });
-        }
+        let first = decision.map(|d| Input::Decision {
+            task: d.task,
+            call_id: d.call_id,
+            approved: d.approved,
+            by: d.by,
+            reason: d.reason,
+            value: d.value,
+        });
+        let effects = m.resume(now_us(), first);
         self.store.set_status(run_id, RunStatus::Running).await?;
-        self.run_loop(m, queue, effects, started).await
+        self.run_loop(m, VecDeque::new(), effects, started).await
     }
 
     /// Fork a run: a new run that shares the original's log up to event `at` (inclusive), with
@@ -292,7 +289,7 @@ impl Runtime {
         if !set.is_empty() {
             m.override_state(set, now).map_err(RunError::Input)?;
         }
-        let effects = m.resume(now_us());
+        let effects = m.resume(now_us(), None);
         let mut rt = self.clone();
         rt.replay = Some(Arc::new(ReplayCache::from_recorded(recorded)));
         rt.run_loop(m, VecDeque::new(), effects, started).await

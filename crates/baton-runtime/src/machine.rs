@@ -961,6 +961,22 @@ impl RunMachine {
         if self.status.is_terminal() {
             return Vec::new();
         }
+        self.apply_input(input);
+        self.settle()
+    }
+
+    /// Start what became ready, finish or suspend if nothing is left, hand out the effects.
+    fn settle(&mut self) -> Vec<Effect> {
+        self.schedule();
+        if let Some(e) = self.broken.take() {
+            self.failing = true;
+            self.reason = Some(format!("internal error: {e}"));
+        }
+        self.maybe_finish();
+        std::mem::take(&mut self.effects)
+    }
+
+    fn apply_input(&mut self, input: Input) {
         match input {
             Input::Start { input } => {
                 let input = if input.is_null() {
@@ -1103,13 +1119,6 @@ impl RunMachine {
                 }
             }
         }
-        self.schedule();
-        if let Some(e) = self.broken.take() {
-            self.failing = true;
-            self.reason = Some(format!("internal error: {e}"));
-        }
-        self.maybe_finish();
-        std::mem::take(&mut self.effects)
     }
 
     fn task_step_name(&self, task: u64) -> Name {
@@ -2313,7 +2322,10 @@ impl RunMachine {
     /// (their results are in the log); a side-effecting call whose outcome is unknown is repeated
     /// only if its tool is `read_only` or `idempotent` (with the same idempotency key), and
     /// otherwise put to a human.
-    pub fn resume(&mut self, now_us: u64) -> Vec<Effect> {
+    ///
+    /// `first` is an input to apply right after the restart, before the run could suspend
+    /// again: a human decision.
+    pub fn resume(&mut self, now_us: u64, first: Option<Input>) -> Vec<Effect> {
         self.now_us = now_us;
         if matches!(
             self.status,
@@ -2407,9 +2419,10 @@ impl RunMachine {
                 }
             }
         }
-        self.schedule();
-        self.maybe_finish();
-        std::mem::take(&mut self.effects)
+        if let Some(input) = first {
+            self.apply_input(input);
+        }
+        self.settle()
     }
 
     fn recover_tools(&mut self, task: u64, t: &TaskRt) {
