@@ -7,6 +7,14 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 #[command(name = "baton", version, about, long_about = None)]
 pub struct Cli {
+    /// Where runs are kept: `sqlite:PATH` (default `sqlite:.baton/baton.db`), a PostgreSQL URL
+    /// (`postgres://user@host/db`), or `memory`.
+    #[arg(long, global = true, env = "BATON_STORE")]
+    pub store: Option<String>,
+    /// SQLite: sync every commit to disk (power-loss safe) instead of the default (safe against
+    /// a killed process).
+    #[arg(long, global = true)]
+    pub strict: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -41,5 +49,134 @@ pub enum Command {
     Graph {
         /// The workflow file (YAML).
         file: PathBuf,
+    },
+    /// Continue a run that was interrupted, halted or suspended.
+    Resume {
+        /// Run id.
+        run: String,
+        /// Print only the result, as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Use this script for every scripted model of the workflow.
+        #[arg(long)]
+        script: Option<PathBuf>,
+    },
+    /// Approve a pending approval of a suspended run, and continue the run.
+    Approve {
+        /// Run id.
+        run: String,
+        /// The step waiting (needed when several approvals are pending).
+        #[arg(long)]
+        step: Option<String>,
+        /// The task waiting (as `baton show` lists it).
+        #[arg(long)]
+        task: Option<u64>,
+        /// Replace the tool call's arguments (or the step's data) with this JSON.
+        #[arg(long)]
+        edit: Option<String>,
+        /// Who approves (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
+        /// A comment.
+        #[arg(long)]
+        comment: Option<String>,
+        /// Print only the result, as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Use this script for every scripted model of the workflow.
+        #[arg(long)]
+        script: Option<PathBuf>,
+    },
+    /// Reject a pending approval of a suspended run, and continue the run.
+    Reject {
+        /// Run id.
+        run: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+        /// The step waiting.
+        #[arg(long)]
+        step: Option<String>,
+        /// The task waiting.
+        #[arg(long)]
+        task: Option<u64>,
+        /// Who rejects (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
+        /// Print only the result, as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Use this script for every scripted model of the workflow.
+        #[arg(long)]
+        script: Option<PathBuf>,
+    },
+    /// List runs, newest first.
+    Runs {
+        /// Only runs in this status (running, suspended, succeeded, partial_success, failed, halted).
+        #[arg(long)]
+        status: Option<String>,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a run: status, state, steps, usage, pending approvals.
+    Show {
+        /// Run id.
+        run: String,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a run's events.
+    Events {
+        /// Run id.
+        run: String,
+        /// Keep printing new events until the run stops.
+        #[arg(long, short)]
+        follow: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a run's checkpoints (step boundaries), for `fork --at`.
+    Checkpoints {
+        /// Run id.
+        run: String,
+    },
+    /// Start a new run from a checkpoint of another, optionally with changed state or workflow.
+    Fork {
+        /// Run id.
+        run: String,
+        /// The checkpoint: the last event (seq) the new run shares.
+        #[arg(long)]
+        at: u64,
+        /// Continue with this workflow file (changed prompts or models) instead of the original.
+        #[arg(long)]
+        workflow: Option<PathBuf>,
+        /// Set a state key: KEY=JSON (repeatable).
+        #[arg(long = "set", value_name = "KEY=JSON")]
+        set: Vec<String>,
+        /// Print only the result, as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Use this script for every scripted model.
+        #[arg(long)]
+        script: Option<PathBuf>,
+    },
+    /// Show where two runs diverge.
+    Diff {
+        /// First run.
+        a: String,
+        /// Second run.
+        b: String,
+    },
+    /// Delete finished runs older than a duration (retention).
+    Prune {
+        /// Age, e.g. `30d`, `12h`, `90m`.
+        #[arg(long)]
+        older_than: String,
+        /// Also delete failed runs (default: succeeded and partial_success only).
+        #[arg(long)]
+        include_failed: bool,
     },
 }

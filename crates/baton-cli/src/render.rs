@@ -119,6 +119,18 @@ impl EventObserver for Progress {
             } => Some(format!(
                 "↻ {step}: retry {attempt} in {delay_ms} ms ({reason})"
             )),
+            EventKind::ApprovalRequested { step, message, .. } => {
+                Some(format!("⏸ {step} waits for approval: {message}"))
+            }
+            EventKind::ApprovalDecided {
+                step, approved, by, ..
+            } => Some(format!(
+                "{} {step} {} by {by}",
+                if *approved { "✓" } else { "✗" },
+                if *approved { "approved" } else { "rejected" }
+            )),
+            EventKind::RunSuspended { reason } => Some(format!("⏸ run suspended: {reason}")),
+            EventKind::RunResumed { .. } => Some("▶ run resumed".to_string()),
             EventKind::RunFinished { status, .. } => Some(format!("■ run {status}")),
             _ => None,
         };

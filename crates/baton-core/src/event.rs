@@ -46,7 +46,9 @@ pub enum RunStatus {
     Suspended,
     /// Every step that should have run, ran.
     Succeeded,
-    /// Some steps failed or were skipped; the rest completed.
+    /// A step failed and the workflow chose to go on without it (`on_error: continue`, or a
+    /// skipped map item); what did not depend on it completed. A failure routed to a handler
+    /// step (`on_error: <step>`) is handled, and such a run can still succeed.
     PartialSuccess,
     /// The run failed.
     Failed,

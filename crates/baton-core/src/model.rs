@@ -53,6 +53,19 @@ pub struct CompletionRequest {
     /// Sampling temperature.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f32>,
+    /// Where this call stands in its run (not sent to providers). Deterministic providers use
+    /// it to answer a resumed run exactly as they would have answered the original process.
+    #[serde(skip)]
+    pub position: Option<CallPosition>,
+}
+
+/// How many model calls came before this one in the run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallPosition {
+    /// Earlier calls by the same agent.
+    pub by_agent: u64,
+    /// Earlier calls from the same step.
+    pub by_step: u64,
 }
 
 /// A model's reply: text, tool calls, or both.

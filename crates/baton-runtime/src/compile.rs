@@ -2,7 +2,7 @@
 
 use crate::error::{Diagnostic, WorkflowError};
 use crate::expr::Expr;
-use crate::registry::{ModelEntry, Registry};
+use crate::registry::{ModelEntry, ModelField, Registry};
 use crate::spec::{JoinMode, Loc, MergeRule, NextSpec, OnTimeout, Pos, StepSpec, WorkflowSpec};
 use crate::template::Templates;
 use crate::workflow::{
@@ -26,14 +26,44 @@ pub struct Source<'a> {
     pub registry: &'a Registry,
     /// Files being compiled above this one (sub-workflow nesting), to detect include cycles.
     pub stack: Vec<PathBuf>,
+    /// The source text, when there is one (to place errors inside quoted values exactly).
+    pub text: Option<String>,
 }
 
 struct Diags {
     file: String,
     list: Vec<Diagnostic>,
+    text: Option<String>,
 }
 
 impl Diags {
+    /// The position of a spot inside a string value: `at` is (line, column) within the value,
+    /// both from 1; `base` is where the value starts in the file (its opening quote, for a
+    /// quoted value; its first character, for a plain or block value).
+    fn shift(&self, base: Option<Pos>, at: Option<(u32, u32)>) -> Option<Pos> {
+        let (Some(b), Some((line, col))) = (base, at) else {
+            return base;
+        };
+        let quoted = self
+            .text
+            .as_deref()
+            .and_then(|t| t.lines().nth(b.line.saturating_sub(1) as usize))
+            .and_then(|l| l.chars().nth(b.col.saturating_sub(1) as usize))
+            .is_some_and(|c| c == '"' || c == '\'');
+        let col = col.max(1);
+        Some(if line <= 1 {
+            Pos {
+                line: b.line,
+                col: b.col + u32::from(quoted) + col - 1,
+            }
+        } else {
+            Pos {
+                line: b.line + line - 1,
+                col: b.col + col - 1,
+            }
+        })
+    }
+
     fn err(&mut self, pos: Option<Pos>, step: Option<&str>, message: impl Into<String>) {
         self.list.push(Diagnostic {
             file: self.file.clone(),
@@ -44,30 +74,17 @@ impl Diags {
     }
 }
 
-/// Position inside a multi-line string value: the value's own position shifted by an offset.
-fn shift(base: Option<Pos>, at: Option<(u32, u32)>) -> Option<Pos> {
-    match (base, at) {
-        (Some(b), Some((line, col))) if line <= 1 => Some(Pos {
-            line: b.line,
-            col: b.col + col.saturating_sub(1),
-        }),
-        (Some(b), Some((line, col))) => Some(Pos {
-            line: b.line + line - 1,
-            col,
-        }),
-        (b, _) => b,
-    }
-}
-
 fn did_you_mean<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> String {
     let all: Vec<&str> = candidates.collect();
     if all.is_empty() {
         return " (none are declared)".to_string();
     }
+    // Close means: same letters in another case, one name containing the other (both at
+    // least 3 long), or at most 2 edits apart on a name long enough for that to be telling.
     let close = all.iter().find(|c| {
         c.eq_ignore_ascii_case(name)
-            || (name.len() > 2 && (c.contains(name) || name.contains(**c)))
-            || edit_distance(c, name) <= 2
+            || (name.len() >= 3 && c.len() >= 3 && (c.contains(name) || name.contains(**c)))
+            || (name.len() >= 4 && edit_distance(c, name) <= 2)
     });
     match close {
         Some(c) => format!(" (did you mean `{c}`?)"),
@@ -95,11 +112,19 @@ fn compile_schema(schema: &Value) -> Result<Arc<jsonschema::Validator>, String> 
         .map_err(|e| format!("invalid JSON Schema: {e}"))
 }
 
+/// What a workflow declares about a tool besides its implementation: tier, policy, effect.
+type ToolRules = (
+    baton_core::Tier,
+    Arc<[PolicyDef]>,
+    Option<baton_core::SideEffect>,
+);
+
 /// Compile a spec. Every problem is reported, not just the first.
 pub fn compile(spec: &WorkflowSpec, src: &Source<'_>) -> Result<Workflow, WorkflowError> {
     let mut d = Diags {
         file: src.file.clone(),
         list: Vec::new(),
+        text: src.text.clone(),
     };
     if spec.name.value.trim().is_empty() {
         d.err(spec.name.pos, None, "the workflow needs a non-empty `name`");
@@ -122,10 +147,10 @@ pub fn compile(spec: &WorkflowSpec, src: &Source<'_>) -> Result<Workflow, Workfl
                         name.pos,
                         None,
                         format!(
-                            "state key `{}`: default {} does not fit merge rule `{:?}`",
+                            "state key `{}`: the default ({}) does not fit merge rule `{}`",
                             name.value,
                             crate::expr::type_name(v),
-                            rule
+                            rule.as_str()
                         ),
                     );
                 }
@@ -166,6 +191,8 @@ pub fn compile(spec: &WorkflowSpec, src: &Source<'_>) -> Result<Workflow, Workfl
 
     // ---- models
     let mut models: HashMap<String, ModelEntry> = src.registry.models.clone();
+    // Aliases declared but not buildable: already reported, not reported again per agent.
+    let mut broken_models: Vec<String> = Vec::new();
     for (alias, m) in &spec.models.0 {
         let Some(factory) = &src.registry.factory else {
             if !models.contains_key(&alias.value) {
@@ -189,11 +216,19 @@ pub fn compile(spec: &WorkflowSpec, src: &Source<'_>) -> Result<Workflow, Workfl
                     },
                 );
             }
-            Err(e) => d.err(
-                m.provider.pos.or(alias.pos),
-                None,
-                format!("model `{}`: {e}", alias.value),
-            ),
+            Err(e) => {
+                let pos = match e.field {
+                    ModelField::Script => m.script.as_ref().and_then(|s| s.pos),
+                    ModelField::Provider => m.provider.pos,
+                    ModelField::Other => None,
+                };
+                d.err(
+                    pos.or(alias.pos),
+                    None,
+                    format!("model `{}`: {}", alias.value, e.message),
+                );
+                broken_models.push(alias.value.clone());
+            }
         }
     }
 
@@ -205,14 +240,7 @@ pub fn compile(spec: &WorkflowSpec, src: &Source<'_>) -> Result<Workflow, Workfl
         .map(|(k, v)| (k.clone(), (v.clone(), spec.defaults.timeout.0)))
         .collect();
     // Tier, policy and effect overrides declared in YAML, by tool name.
-    let mut tool_rules: HashMap<
-        String,
-        (
-            baton_core::Tier,
-            Arc<[PolicyDef]>,
-            Option<baton_core::SideEffect>,
-        ),
-    > = HashMap::new();
+    let mut tool_rules: HashMap<String, ToolRules> = HashMap::new();
     for (name, t) in &spec.tools.0 {
         let mut rules = Vec::new();
         for r in &t.policy {
@@ -289,7 +317,8 @@ pub fn compile(spec: &WorkflowSpec, src: &Source<'_>) -> Result<Workflow, Workfl
     }
 
     // ---- agents
-    let default_model = if models.contains_key("default") {
+    let declared_default = spec.models.0.iter().any(|(a, _)| a.value == "default");
+    let default_model = if models.contains_key("default") || declared_default {
         Some("default".to_string())
     } else if models.len() == 1 {
         models.keys().next().cloned()
@@ -306,6 +335,7 @@ pub fn compile(spec: &WorkflowSpec, src: &Source<'_>) -> Result<Workflow, Workfl
             .or(default_model.clone());
         let model = match alias.as_ref().and_then(|al| models.get(al)) {
             Some(m) => Some(m.clone()),
+            None if alias.as_ref().is_some_and(|al| broken_models.contains(al)) => None,
             None => {
                 let pos = a.model.as_ref().and_then(|m| m.pos).or(name.pos);
                 match &alias {
@@ -638,7 +668,21 @@ pub fn compile(spec: &WorkflowSpec, src: &Source<'_>) -> Result<Workflow, Workfl
         .start
         .0
         .iter()
-        .filter_map(|s| check_step(&mut d, s, "start", "start names"))
+        .filter_map(|s| match step_index.get(&s.value) {
+            Some(i) => Some(*i),
+            None => {
+                d.err(
+                    s.pos,
+                    None,
+                    format!(
+                        "`start` names unknown step `{}`{}",
+                        s.value,
+                        did_you_mean(&s.value, step_names())
+                    ),
+                );
+                None
+            }
+        })
         .collect();
     if spec.start.0.is_empty() {
         entries = (0..n)
@@ -702,6 +746,7 @@ pub fn compile(spec: &WorkflowSpec, src: &Source<'_>) -> Result<Workflow, Workfl
         name: spec.name.value.clone(),
         description: spec.description.clone(),
         file: src.file.clone(),
+        source: src.stack.last().cloned(),
         keys,
         key_index,
         steps,
@@ -745,7 +790,7 @@ fn compile_expr(
         }
         Err(err) => {
             d.err(
-                shift(e.pos, err.at),
+                d.shift(e.pos, err.at),
                 Some(step),
                 format!("bad expression `{}`: {}", e.value, err.message),
             );
@@ -805,7 +850,7 @@ fn compile_work(
             }
             Err(e) => {
                 d.err(
-                    shift(p.pos, e.line.map(|l| (l + 1, 1))),
+                    d.shift(p.pos, e.line.map(|l| (l, 1))),
                     Some(id),
                     format!("bad prompt template: {}", e.message),
                 );
@@ -1025,7 +1070,7 @@ fn compile_kind(
             }
             Err(e) => {
                 d.err(
-                    shift(msg.pos, e.line.map(|l| (l + 1, 1))),
+                    d.shift(msg.pos, e.line.map(|l| (l, 1))),
                     Some(id),
                     format!("bad approval message template: {}", e.message),
                 );

@@ -182,7 +182,7 @@ impl Runtime {
                 status: RunStatus::Running,
                 parent,
                 input: input.clone(),
-                source: Some(wf.file().to_string()),
+                source: wf.source().map(|p| p.display().to_string()),
                 created_at_us: now,
                 updated_at_us: now,
             })
@@ -279,7 +279,7 @@ impl Runtime {
                 status: RunStatus::Running,
                 parent: None,
                 input: record.input,
-                source: Some(wf.file().to_string()),
+                source: wf.source().map(|p| p.display().to_string()),
                 created_at_us: now,
                 updated_at_us: now,
             })

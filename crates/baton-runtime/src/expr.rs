@@ -49,7 +49,8 @@ impl Expr {
                 message: first
                     .map(|e| e.msg.clone())
                     .unwrap_or_else(|| errs.to_string()),
-                at: first.map(|e| (e.pos.0.max(0) as u32 + 1, e.pos.1.max(0) as u32 + 1)),
+                // cel-parser positions are 1-based (line, column).
+                at: first.map(|e| (e.pos.0.max(1) as u32, e.pos.1.max(1) as u32)),
             }
         })?;
         let mut vars: Vec<String> = program

@@ -35,7 +35,10 @@ pub mod workflow;
 
 pub use error::{Diagnostic, RunError, WorkflowError};
 pub use executor::Runtime;
-pub use loader::{compile_spec, load_file, parse_spec};
-pub use registry::{ModelEntry, ModelFactory, Registry, StepFn, StepFuture, StepInput, View};
+pub use loader::{compile_spec, compile_str, load_file, parse_spec};
+pub use registry::{
+    ModelBuildError, ModelEntry, ModelFactory, ModelField, Registry, StepFn, StepFuture, StepInput,
+    View,
+};
 pub use report::RunReport;
 pub use workflow::Workflow;

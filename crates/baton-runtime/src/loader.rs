@@ -38,10 +38,20 @@ fn clean_message(msg: &str) -> String {
         None => first,
     };
     // "... at line 3, column 5" duplicates our own prefix.
-    match first.rfind(" at line ") {
-        Some(i) => first[..i].to_string(),
-        None => first.to_string(),
+    let first = match first.rfind(" at line ") {
+        Some(i) => &first[..i],
+        None => first,
+    };
+    // Hints addressed to programmers using the YAML library are not for workflow authors.
+    if first.starts_with("multiple YAML documents") {
+        return "the file holds several YAML documents (`---`); a workflow is one document"
+            .to_string();
     }
+    first
+        .split(", set DuplicateKeyPolicy")
+        .next()
+        .unwrap_or(first)
+        .to_string()
 }
 
 /// Load and compile a workflow file.
@@ -97,6 +107,25 @@ pub(crate) fn load_nested(
         base_dir,
         registry,
         stack,
+        text: Some(text),
+    };
+    compile(&spec, &src).map(Arc::new)
+}
+
+/// Parse and compile workflow text; `file` names it in errors, and relative paths resolve
+/// against the current directory.
+pub fn compile_str(
+    text: &str,
+    file: &str,
+    registry: &Registry,
+) -> Result<Arc<Workflow>, WorkflowError> {
+    let spec = parse_spec(text, file)?;
+    let src = Source {
+        file: file.to_string(),
+        base_dir: PathBuf::from("."),
+        registry,
+        stack: Vec::new(),
+        text: Some(text.to_string()),
     };
     compile(&spec, &src).map(Arc::new)
 }
@@ -112,6 +141,7 @@ pub fn compile_spec(
         base_dir: PathBuf::from("."),
         registry,
         stack: Vec::new(),
+        text: None,
     };
     compile(spec, &src).map(Arc::new)
 }

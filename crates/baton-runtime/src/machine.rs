@@ -12,8 +12,9 @@ use crate::spec::{JoinMode, OnItemError, OnTimeout};
 use crate::state::{MergeError, State};
 use crate::workflow::{ErrorPolicy, StepKind, Work, Workflow};
 use baton_core::{
-    CompletionRequest, CompletionResponse, DynModel, DynTool, Event, EventKind, KeyUpdate, Message,
-    ModelError, Name, Role, RunId, RunStatus, SideEffect, Tier, ToolContext, ToolError, Usage,
+    CallPosition, CompletionRequest, CompletionResponse, DynModel, DynTool, Event, EventKind,
+    KeyUpdate, Message, ModelError, Name, Role, RunId, RunStatus, SideEffect, Tier, ToolContext,
+    ToolError, Usage,
 };
 use serde_json::{Map, Value};
 use std::collections::{HashMap, VecDeque};
@@ -324,6 +325,9 @@ pub struct RunMachine {
     failing: bool,
     degraded: bool,
     completed: Vec<usize>,
+    /// Model calls so far per agent and per step (call positions for deterministic providers).
+    agent_calls: Vec<u64>,
+    step_calls: Vec<u64>,
     failures: Vec<Failure>,
     skipped: Vec<(usize, String)>,
     events: Vec<Event>,
@@ -379,6 +383,7 @@ impl RunMachine {
                 timed_out: false,
             })
             .collect();
+        let (agents, nsteps) = (wf.agents.len(), wf.steps.len());
         RunMachine {
             state: State::new(&wf.keys),
             wf,
@@ -396,6 +401,8 @@ impl RunMachine {
             failing: false,
             degraded: false,
             completed: Vec::new(),
+            agent_calls: vec![0; agents],
+            step_calls: vec![0; nsteps],
             failures: Vec::new(),
             skipped: Vec::new(),
             events: Vec::new(),
@@ -609,8 +616,11 @@ impl RunMachine {
                         rt.satisfied_count = 0;
                         for (p, &n) in needs.iter().enumerate() {
                             let was = std::mem::replace(&mut self.steps[s].satisfied[p], false);
-                            self.steps[s].absorb[p] =
-                                !was && self.steps[n].status == StepStatus::Running;
+                            // A join that fires before all its needs arrived (quorum, any,
+                            // timeout) absorbs the one completion still owed by each of them,
+                            // so late arrivals do not fire it again.
+                            let _ = n;
+                            self.steps[s].absorb[p] = !was;
                         }
                         if let StepKind::Map(_) = &wf.steps[s].kind {
                             let items = match input {
@@ -774,10 +784,13 @@ impl RunMachine {
             }
             EventKind::ModelCalled {
                 task,
+                step,
+                agent,
                 output,
                 cost_usd,
                 ..
             } => {
+                self.count_call(step, agent, hint)?;
                 self.usage.model_calls += 1;
                 self.usage.input_tokens += output.usage.input_tokens;
                 self.usage.output_tokens += output.usage.output_tokens;
@@ -800,8 +813,9 @@ impl RunMachine {
                         .collect();
                 }
             }
-            EventKind::ModelFailed { .. } => {
+            EventKind::ModelFailed { step, agent, .. } => {
                 self.usage.model_calls += 1;
+                self.count_call(step, agent, hint)?;
             }
             EventKind::ToolCalled {
                 task,
@@ -934,6 +948,15 @@ impl RunMachine {
                 }
             }
             _ => {}
+        }
+        Ok(())
+    }
+
+    fn count_call(&mut self, step: &str, agent: &str, hint: Option<usize>) -> Result<(), String> {
+        let s = self.step_idx(step, hint)?;
+        self.step_calls[s] += 1;
+        if let Some(a) = self.wf.agents.iter().position(|a| &*a.name == agent) {
+            self.agent_calls[a] += 1;
         }
         Ok(())
     }
@@ -1642,6 +1665,15 @@ impl RunMachine {
                 Some(s),
             );
         }
+        // Routing is part of completing: a condition that cannot be evaluated fails the step
+        // (its writes stay recorded) instead of leaving it both completed and failed.
+        let branch = match self.choose_branch(s) {
+            Ok(b) => b,
+            Err(e) => {
+                self.fail_task(task, format!("routing: {e}"));
+                return;
+            }
+        };
         self.emit(
             EventKind::StepCompleted {
                 step: def.name.clone(),
@@ -1651,36 +1683,31 @@ impl RunMachine {
             },
             Some(s),
         );
-        self.route(s);
+        if let Some(b) = branch {
+            let br = &def.next[b];
+            self.emit(
+                EventKind::Transition {
+                    from: def.name.clone(),
+                    to: br.to.iter().map(|&t| wf.steps[t].name.clone()).collect(),
+                    when: br.when.as_ref().map(|e| e.source().to_string()),
+                },
+                Some(s),
+            );
+        }
     }
 
-    fn route(&mut self, s: usize) {
-        let wf = self.wf.clone();
-        let def = &wf.steps[s];
-        for b in &def.next {
+    /// The first branch of the step's `next` whose condition holds.
+    fn choose_branch(&self, s: usize) -> Result<Option<usize>, String> {
+        for (i, b) in self.wf.steps[s].next.iter().enumerate() {
             let hit = match &b.when {
-                None => Ok(true),
-                Some(e) => e.eval_bool(|n| self.lookup(n)),
+                None => true,
+                Some(e) => e.eval_bool(|n| self.lookup(n))?,
             };
-            match hit {
-                Ok(true) => {
-                    self.emit(
-                        EventKind::Transition {
-                            from: def.name.clone(),
-                            to: b.to.iter().map(|&t| wf.steps[t].name.clone()).collect(),
-                            when: b.when.as_ref().map(|e| e.source().to_string()),
-                        },
-                        Some(s),
-                    );
-                    return;
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    self.fail_step(s, None, format!("routing: {e}"));
-                    return;
-                }
+            if hit {
+                return Ok(Some(i));
             }
         }
+        Ok(None)
     }
 
     fn fail_task(&mut self, task: u64, error: String) {
@@ -1817,8 +1844,13 @@ impl RunMachine {
     fn build_request(&self, task: u64) -> Option<CompletionRequest> {
         let t = self.tasks.get(&task)?;
         let def = &self.wf.steps[t.step];
-        let a = &self.wf.agents[self.agent_of(task)?];
+        let ai = self.agent_of(task)?;
+        let a = &self.wf.agents[ai];
         Some(CompletionRequest {
+            position: Some(CallPosition {
+                by_agent: self.agent_calls[ai],
+                by_step: self.step_calls[t.step],
+            }),
             model: a.model.name.clone(),
             agent: a.name.to_string(),
             step: def.name.to_string(),

@@ -114,17 +114,47 @@ impl std::fmt::Debug for ModelEntry {
     }
 }
 
+/// Which field of a `models:` entry a build error is about (to point at it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelField {
+    /// `provider`.
+    Provider,
+    /// `script`.
+    Script,
+    /// Anything else.
+    Other,
+}
+
+/// Why a model could not be built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelBuildError {
+    /// The field at fault.
+    pub field: ModelField,
+    /// A readable reason.
+    pub message: String,
+}
+
+impl ModelBuildError {
+    /// An error about `field`.
+    pub fn new(field: ModelField, message: impl Into<String>) -> Self {
+        ModelBuildError {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
 /// Builds models from the `models:` section of a workflow (the CLI maps provider names to
 /// implementations here).
 pub trait ModelFactory: Send + Sync {
     /// Build the model for `alias`. `base_dir` is the workflow file's directory, against which
-    /// relative paths (a script file) resolve. `Err` is a readable reason.
+    /// relative paths (a script file) resolve.
     fn build(
         &self,
         alias: &str,
         spec: &ModelSpec,
         base_dir: &Path,
-    ) -> Result<Arc<dyn DynModel>, String>;
+    ) -> Result<Arc<dyn DynModel>, ModelBuildError>;
 }
 
 /// Models, tools and functions available to workflows.

@@ -89,7 +89,7 @@ impl RunReport {
                 let mut parts = Vec::new();
                 if let Some(i) = wf.step_index.get(&f.step) {
                     if let Some(text) = &wf.steps[*i].impact {
-                        parts.push(text.clone());
+                        parts.push(text.trim().trim_end_matches('.').to_string());
                     }
                     let lost = downstream(wf, *i, &skipped_set);
                     if !lost.is_empty() {

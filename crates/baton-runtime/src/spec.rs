@@ -256,6 +256,19 @@ pub enum MergeRule {
     Max,
 }
 
+impl MergeRule {
+    /// The rule as written in YAML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MergeRule::Replace => "replace",
+            MergeRule::Append => "append",
+            MergeRule::Merge => "merge",
+            MergeRule::Sum => "sum",
+            MergeRule::Max => "max",
+        }
+    }
+}
+
 /// A declared state key.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct KeySpec {

@@ -111,7 +111,8 @@ impl State {
             ))),
             (_, MergeRule::Sum | MergeRule::Max) if !value.is_number() => {
                 Err(MergeError::Type(format!(
-                    "needs a number for {rule:?} key, got {}",
+                    "needs a number for a `{}` key, got {}",
+                    rule.as_str(),
                     crate::expr::type_name(value)
                 )))
             }

@@ -20,6 +20,7 @@ pub struct Workflow {
     pub(crate) name: String,
     pub(crate) description: String,
     pub(crate) file: String,
+    pub(crate) source: Option<std::path::PathBuf>,
     pub(crate) keys: Vec<KeyDef>,
     pub(crate) key_index: HashMap<String, usize>,
     pub(crate) steps: Vec<StepDef>,
@@ -52,6 +53,10 @@ impl Workflow {
     /// The file it was loaded from (`<builder>` when built in code).
     pub fn file(&self) -> &str {
         &self.file
+    }
+    /// The absolute path of the file it was loaded from (to resume or fork its runs later).
+    pub fn source(&self) -> Option<&std::path::Path> {
+        self.source.as_deref()
     }
     /// Step ids in declaration order.
     pub fn step_names(&self) -> impl Iterator<Item = &str> {

@@ -454,3 +454,59 @@ async fn readme_library_example() {
         .unwrap();
     assert_eq!(report.outputs["greeting"], "hello, baton");
 }
+
+/// An `any` join fires once even when a need it did not wait for finishes later.
+#[tokio::test]
+async fn any_join_fires_once_when_a_late_need_completes() {
+    let reg = Registry::new()
+        .function("now", |_| Ok(json!(1)))
+        .async_function("later", sleeper(40, json!(2)))
+        .function("count", |_| Ok(json!(1)));
+    let wf = WorkflowBuilder::new("any")
+        .state("r", MergeRule::Append)
+        .state("fired", MergeRule::Sum)
+        .step(StepBuilder::function("a", "now").output("r"))
+        .step(StepBuilder::function("b", "later").output("r"))
+        .step(StepBuilder::function("c", "now").needs(["b"]).output("r"))
+        .step(
+            StepBuilder::function("j", "count")
+                .needs(["a", "c"])
+                .join_mode(JoinMode::Any, None, None, OnTimeout::Fail)
+                .output("fired"),
+        )
+        .build(&reg)
+        .unwrap();
+    let (report, _) = run(wf, json!({})).await;
+    assert_eq!(report.status, RunStatus::Succeeded);
+    assert_eq!(report.outputs["fired"], 1, "{report:?}");
+}
+
+/// A transition condition that cannot be evaluated fails the step, which is then not also
+/// reported as completed.
+#[tokio::test]
+async fn routing_error_fails_the_step_instead_of_completing_it() {
+    let reg = Registry::new().function("one", |_| Ok(json!(1)));
+    let wf = WorkflowBuilder::new("route")
+        .state("n", MergeRule::Replace)
+        .state("r", MergeRule::Append)
+        .step(
+            StepBuilder::function("s", "one")
+                .output("r")
+                .on_error("continue")
+                .next_when(Some("n > 3"), "t"),
+        )
+        .step(StepBuilder::function("t", "one").output("r"))
+        .step(StepBuilder::function("d", "one").needs(["s"]).output("r"))
+        .build(&reg)
+        .unwrap();
+    let (report, _) = run(wf, json!({})).await;
+    assert_eq!(report.status, RunStatus::PartialSuccess);
+    assert!(report.completed_steps.is_empty(), "{report:?}");
+    assert_eq!(report.failed_steps[0].step, "s");
+    assert!(
+        report.failed_steps[0].error.contains("routing"),
+        "{:?}",
+        report.failed_steps
+    );
+    assert_eq!(report.skipped_steps[0].step, "d");
+}

@@ -1,14 +1,15 @@
 //! The PostgreSQL store.
 
+use crate::codec::Format;
 use crate::now_us;
 use crate::sql::{
-    append_verdict, backend, clamp_i64, decode_into, encode, input_json, parse_input,
-    parse_status, status_str, to_i64, to_u64,
+    append_verdict, backend, clamp_i64, decode_into, encode, input_json, parse_input, parse_status,
+    status_str, to_i64, to_u64,
 };
 use baton_core::{BoxFuture, Event, RunId, RunRecord, RunStatus, RunStore, StoreError};
-use sqlx::Row;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection, Row};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -28,12 +29,14 @@ const CONNECTIONS: u32 = 8;
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    format: Format,
 }
 
 impl std::fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresStore")
             .field("connections", &self.pool.size())
+            .field("format", &self.format)
             .finish_non_exhaustive()
     }
 }
@@ -45,17 +48,35 @@ fn err(context: &str, run: Option<RunId>, e: sqlx::Error) -> StoreError {
 impl PostgresStore {
     /// Connect to `url` (`postgres://user@host:port/database`) and bring the schema up to date.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let context = || format!("connecting to {}", redact(url));
+        // One plain connection first: it fails at once with the real reason (the pool would
+        // retry until its acquire timeout), and it runs the migrations.
+        let mut conn = PgConnection::connect(url)
+            .await
+            .map_err(|e| err(&context(), None, e))?;
+        MIGRATOR.run(&mut conn).await.map_err(|e| {
+            StoreError::Backend(format!("postgres: migrating {}: {e}", redact(url)))
+        })?;
+        // Best effort: the pool does not need this connection.
+        let _ = conn.close().await;
         let pool = PgPoolOptions::new()
             .max_connections(CONNECTIONS)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(Duration::from_secs(30))
             .test_before_acquire(false)
             .connect(url)
             .await
-            .map_err(|e| err(&format!("connecting to {}", redact(url)), None, e))?;
-        MIGRATOR.run(&pool).await.map_err(|e| {
-            StoreError::Backend(format!("postgres: migrating {}: {e}", redact(url)))
-        })?;
-        Ok(PostgresStore { pool })
+            .map_err(|e| err(&context(), None, e))?;
+        Ok(PostgresStore {
+            pool,
+            format: Format::default(),
+        })
+    }
+
+    /// Write journal bodies in `format` from now on (the default is the compact
+    /// [`Format::MessagePack`]); bodies of every format are always read.
+    pub fn with_format(mut self, format: Format) -> Self {
+        self.format = format;
+        self
     }
 
     /// Bytes the store's tables occupy, indexes and TOAST included (for benchmarks).
@@ -126,7 +147,7 @@ impl PostgresStore {
             let (exists, next) = self.next_seq(run).await?;
             return append_verdict(run, exists, next, &events);
         }
-        let body = encode(run, &events)?;
+        let body = encode(run, &events, self.format)?;
         let (first_i, last_i) = (to_i64("seq", first)?, to_i64("seq", last)?);
         // Inserts only if the run exists and the batch starts where the log ends (as of the
         // statement's snapshot). Two writers that both saw the same end insert the same
@@ -256,13 +277,12 @@ impl PostgresStore {
             .map(|s| status_str(s).to_owned())
             .collect();
         // Journal rows go with their run (ON DELETE CASCADE).
-        let done =
-            sqlx::query("DELETE FROM runs WHERE updated_at_us < $1 AND status = ANY($2)")
-                .bind(clamp_i64(before_us))
-                .bind(names)
-                .execute(&self.pool)
-                .await
-                .map_err(|e| err("prune", None, e))?;
+        let done = sqlx::query("DELETE FROM runs WHERE updated_at_us < $1 AND status = ANY($2)")
+            .bind(clamp_i64(before_us))
+            .bind(names)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| err("prune", None, e))?;
         Ok(done.rows_affected())
     }
 }

@@ -57,7 +57,12 @@ pub(crate) fn parse_input(run: RunId, text: &str) -> Result<Value, StoreError> {
 }
 
 /// Map a database error, with what was being done.
-pub(crate) fn backend(backend: &str, context: &str, run: Option<RunId>, e: sqlx::Error) -> StoreError {
+pub(crate) fn backend(
+    backend: &str,
+    context: &str,
+    run: Option<RunId>,
+    e: sqlx::Error,
+) -> StoreError {
     match run {
         Some(run) => StoreError::Backend(format!("{backend}: {context} of run {run}: {e}")),
         None => StoreError::Backend(format!("{backend}: {context}: {e}")),
@@ -65,9 +70,12 @@ pub(crate) fn backend(backend: &str, context: &str, run: Option<RunId>, e: sqlx:
 }
 
 /// Encode a batch for the journal.
-pub(crate) fn encode(run: RunId, events: &[Event]) -> Result<Vec<u8>, StoreError> {
-    codec::encode(events, codec::Format::default())
-        .map_err(|e| StoreError::Backend(format!("run {run}: {e}")))
+pub(crate) fn encode(
+    run: RunId,
+    events: &[Event],
+    format: codec::Format,
+) -> Result<Vec<u8>, StoreError> {
+    codec::encode(events, format).map_err(|e| StoreError::Backend(format!("run {run}: {e}")))
 }
 
 /// Decode one journal row, keeping events with `seq >= from`, into `out`.

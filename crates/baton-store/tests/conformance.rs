@@ -1,5 +1,5 @@
 //! The conformance suite (`baton_store::testing`) run against the stores of this crate.
-//! Backends added later (SQLite, PostgreSQL) run the same suite from their own tests.
+//! The SQL backends run the same suite from `tests/sqlite.rs` and `tests/postgres.rs`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -55,6 +55,16 @@ mod memory {
     #[tokio::test]
     async fn runs_newest_first_and_filtered() {
         testing::runs_newest_first_and_filtered(&MemoryStore::new()).await;
+    }
+
+    #[tokio::test]
+    async fn every_event_kind() {
+        testing::every_event_kind(&MemoryStore::new()).await;
+    }
+
+    #[tokio::test]
+    async fn prune_retention() {
+        testing::prune_retention(&MemoryStore::new()).await;
     }
 }
 

@@ -1,15 +1,15 @@
 //! `baton run`.
 
-use super::{EXIT_INVALID, load};
+use super::store::StoreSpec;
+use super::{EXIT_INVALID, load, print_report};
 use crate::render::Progress;
 use baton_runtime::Runtime;
-use baton_store::MemoryStore;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Parse `--input`: inline JSON, or @FILE.
-fn parse_input(input: Option<&str>) -> Result<Value, String> {
+pub fn parse_input(input: Option<&str>) -> Result<Value, String> {
     let Some(text) = input else {
         return Ok(Value::Null);
     };
@@ -23,7 +23,21 @@ fn parse_input(input: Option<&str>) -> Result<Value, String> {
     serde_json::from_str(&text).map_err(|e| format!("{origin}: not valid JSON: {e}"))
 }
 
+/// A runtime on the chosen store, with progress on stderr unless `quiet`.
+pub async fn runtime(
+    store: &StoreSpec,
+    quiet: bool,
+) -> anyhow::Result<(Runtime, Option<Arc<Progress>>)> {
+    let mut runtime = Runtime::new(store.open().await?);
+    let progress = (!quiet).then(|| Arc::new(Progress::new()));
+    if let Some(p) = &progress {
+        runtime = runtime.with_observer(p.clone());
+    }
+    Ok((runtime, progress))
+}
+
 pub async fn run(
+    store: &StoreSpec,
     file: &Path,
     input: Option<&str>,
     json: bool,
@@ -44,61 +58,19 @@ pub async fn run(
             return Ok(EXIT_INVALID);
         }
     };
-    let store = Arc::new(MemoryStore::new());
-    let mut runtime = Runtime::new(store);
-    let progress = (!json && !quiet).then(|| Arc::new(Progress::new()));
+    let (runtime, progress) = runtime(store, json || quiet).await?;
+    let result = runtime.run(wf, input).await;
     if let Some(p) = &progress {
-        runtime = runtime.with_observer(p.clone());
+        p.finish();
     }
-    let report = match runtime.run(wf, input).await {
+    let report = match result {
         Ok(r) => r,
         Err(baton_runtime::RunError::Input(e)) => {
-            if let Some(p) = &progress {
-                p.finish();
-            }
             eprintln!("error: invalid input: {e}");
             return Ok(EXIT_INVALID);
         }
         Err(e) => return Err(e.into()),
     };
-    if let Some(p) = &progress {
-        p.finish();
-    }
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        println!(
-            "run {} of `{}`: {}",
-            report.run_id, report.workflow, report.status
-        );
-        if let Some(r) = &report.reason {
-            println!("reason: {r}");
-        }
-        println!("completed: {}", report.completed_steps.join(", "));
-        for f in &report.failed_steps {
-            println!(
-                "failed: {} — {} [{}] impact: {}",
-                f.step, f.error, f.policy, f.impact
-            );
-        }
-        for s in &report.skipped_steps {
-            println!("skipped: {} — {}", s.step, s.reason);
-        }
-        let u = &report.usage;
-        println!(
-            "usage: {} model calls, {} tokens in / {} out, ${:.4}, {} tool calls, {} steps, {:.1} ms",
-            u.model_calls,
-            u.input_tokens,
-            u.output_tokens,
-            u.cost_usd,
-            u.tool_calls,
-            u.steps,
-            report.duration_ms
-        );
-        println!(
-            "outputs:\n{}",
-            serde_json::to_string_pretty(&report.outputs)?
-        );
-    }
+    print_report(&report, json)?;
     Ok(report.exit_code())
 }

@@ -32,6 +32,7 @@
 //!         output_schema: None,
 //!         max_tokens: None,
 //!         temperature: None,
+//!         position: None,
 //!     })
 //!     .await?;
 //! assert_eq!(reply.content, "Hello!");
@@ -359,6 +360,14 @@ impl ScriptedModel {
             }
         }
 
+        // A run tells where the call stands; a resumed run then continues the script where the
+        // interrupted process left it instead of starting over.
+        if let Some(pos) = request.position {
+            key_state.next = match key {
+                ScriptKey::Step(_) => pos.by_step,
+                ScriptKey::Agent(_) => pos.by_agent,
+            } as usize;
+        }
         match next_reply(&entry.replies, entry.then, &mut key_state.next) {
             Some(reply) => {
                 key_state.stats.from_sequence += 1;

@@ -50,7 +50,28 @@ fn request(agent: &str, step: &str, user: &str) -> CompletionRequest {
         output_schema: None,
         max_tokens: None,
         temperature: None,
+        position: None,
     }
+}
+
+#[tokio::test]
+async fn a_call_position_picks_the_reply_so_resumed_runs_continue_the_script() {
+    let model = ScriptedModel::from_yaml_str(
+        "agents:\n  a: [{text: one}, {text: two}, {text: three}]\n",
+        "pos",
+    )
+    .unwrap();
+    let mut req = request("a", "s", "go");
+    req.position = Some(baton_core::CallPosition {
+        by_agent: 2,
+        by_step: 0,
+    });
+    assert_eq!(model.complete(req.clone()).await.unwrap().content, "three");
+    req.position = Some(baton_core::CallPosition {
+        by_agent: 1,
+        by_step: 0,
+    });
+    assert_eq!(model.complete(req).await.unwrap().content, "two");
 }
 
 fn config_message(result: Result<CompletionResponse, ModelError>) -> String {
