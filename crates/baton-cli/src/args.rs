@@ -39,6 +39,9 @@ pub enum Command {
         /// Print no progress.
         #[arg(long, short)]
         quiet: bool,
+        /// Give the run this id (a UUID) instead of a new one, e.g. to find it after a crash.
+        #[arg(long)]
+        run_id: Option<String>,
     },
     /// Check a workflow and report every problem with its place; exits 2 on any.
     Validate {

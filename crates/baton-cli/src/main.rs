@@ -5,6 +5,7 @@
 
 mod args;
 mod cmd;
+mod crash;
 mod factory;
 mod render;
 

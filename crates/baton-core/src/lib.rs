@@ -16,8 +16,8 @@ pub use event::{Event, EventKind, KeyUpdate, Name, RunStatus, Usage};
 pub use id::RunId;
 pub use message::{Message, Role, ToolCall};
 pub use model::{
-    CallPosition, CompletionRequest, CompletionResponse, DynModel, Model, ModelError, TokenUsage,
-    ToolDef,
+    CallPosition, CompletionRequest, CompletionResponse, DeltaSink, DynModel, Model, ModelError,
+    StreamDelta, TokenUsage, ToolDef,
 };
 pub use store::{EventObserver, RunRecord, RunStore, StoreError};
 pub use tool::{DynTool, SideEffect, Tier, Tool, ToolContext, ToolError, ToolSpec};

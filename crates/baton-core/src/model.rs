@@ -132,6 +132,34 @@ impl ModelError {
     }
 }
 
+/// A piece of a reply as it streams in.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StreamDelta {
+    /// More text.
+    Text {
+        /// The new text.
+        text: String,
+    },
+    /// A tool call begins.
+    ToolCall {
+        /// Call id.
+        id: String,
+        /// Tool name.
+        name: String,
+    },
+    /// More of a tool call's arguments (JSON text, in pieces).
+    ToolArgs {
+        /// Call id.
+        id: String,
+        /// The new fragment.
+        fragment: String,
+    },
+}
+
+/// Where a streaming provider sends the pieces of a reply as they arrive.
+pub type DeltaSink = Arc<dyn Fn(StreamDelta) + Send + Sync>;
+
 /// A language model provider.
 pub trait Model: Send + Sync {
     /// Send one request and wait for the whole reply.
@@ -139,6 +167,18 @@ pub trait Model: Send + Sync {
         &self,
         request: CompletionRequest,
     ) -> impl Future<Output = Result<CompletionResponse, ModelError>> + Send;
+
+    /// Send one request, handing each piece of the reply to `sink` as it arrives, and return the
+    /// whole reply (the same as [`Model::complete`] would). Providers that do not stream use
+    /// this default, which sends nothing to the sink.
+    fn complete_streaming(
+        &self,
+        request: CompletionRequest,
+        sink: DeltaSink,
+    ) -> impl Future<Output = Result<CompletionResponse, ModelError>> + Send {
+        let _ = sink;
+        self.complete(request)
+    }
 }
 
 /// The object-safe twin of [`Model`], implemented for every `Model`.
@@ -147,6 +187,12 @@ pub trait DynModel: Send + Sync {
     fn complete_dyn(
         &self,
         request: CompletionRequest,
+    ) -> BoxFuture<'_, Result<CompletionResponse, ModelError>>;
+    /// See [`Model::complete_streaming`].
+    fn complete_streaming_dyn(
+        &self,
+        request: CompletionRequest,
+        sink: DeltaSink,
     ) -> BoxFuture<'_, Result<CompletionResponse, ModelError>>;
 }
 
@@ -157,6 +203,13 @@ impl<M: Model> DynModel for M {
     ) -> BoxFuture<'_, Result<CompletionResponse, ModelError>> {
         Box::pin(self.complete(request))
     }
+    fn complete_streaming_dyn(
+        &self,
+        request: CompletionRequest,
+        sink: DeltaSink,
+    ) -> BoxFuture<'_, Result<CompletionResponse, ModelError>> {
+        Box::pin(self.complete_streaming(request, sink))
+    }
 }
 
 impl Model for Arc<dyn DynModel> {
@@ -165,5 +218,12 @@ impl Model for Arc<dyn DynModel> {
         request: CompletionRequest,
     ) -> impl Future<Output = Result<CompletionResponse, ModelError>> + Send {
         self.as_ref().complete_dyn(request)
+    }
+    fn complete_streaming(
+        &self,
+        request: CompletionRequest,
+        sink: DeltaSink,
+    ) -> impl Future<Output = Result<CompletionResponse, ModelError>> + Send {
+        self.as_ref().complete_streaming_dyn(request, sink)
     }
 }

@@ -85,4 +85,9 @@ pub trait RunStore: Send + Sync {
 pub trait EventObserver: Send + Sync {
     /// Called once per event, in order, before the event is handed to the store.
     fn on_event(&self, run: RunId, event: &Event);
+    /// Called with each piece of a streaming model reply as it arrives (not stored; the
+    /// whole reply is recorded in the `model_called` event).
+    fn on_delta(&self, run: RunId, task: u64, delta: &crate::model::StreamDelta) {
+        let _ = (run, task, delta);
+    }
 }

@@ -401,15 +401,24 @@ impl Runtime {
                     });
                     return;
                 }
+                // Streamed pieces go to the observers as they arrive; the log gets the whole reply.
+                let observer = self.observer.clone();
                 inflight.push(Box::pin(async move {
                     let t0 = Instant::now();
-                    let result =
-                        match tokio::time::timeout(timeout, model.complete_dyn(request)).await {
-                            Ok(r) => r,
-                            Err(_) => Err(ModelError::Timeout {
-                                after_ms: timeout.as_millis() as u64,
-                            }),
-                        };
+                    let call = match observer {
+                        Some(o) => {
+                            let sink: baton_core::DeltaSink =
+                                Arc::new(move |d| o.on_delta(run_id, task, &d));
+                            model.complete_streaming_dyn(request, sink)
+                        }
+                        None => model.complete_dyn(request),
+                    };
+                    let result = match tokio::time::timeout(timeout, call).await {
+                        Ok(r) => r,
+                        Err(_) => Err(ModelError::Timeout {
+                            after_ms: timeout.as_millis() as u64,
+                        }),
+                    };
                     Input::ModelReplied {
                         task,
                         result,

@@ -25,7 +25,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             json,
             script,
             quiet,
-        } => run::run(&store, &file, input.as_deref(), json, script, quiet).await,
+            run_id,
+        } => run::run(&store, &file, input.as_deref(), json, script, quiet, run_id).await,
         Command::Validate { file } => match load(&file, None) {
             Ok(wf) => {
                 println!(

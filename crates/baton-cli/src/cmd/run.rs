@@ -43,7 +43,16 @@ pub async fn run(
     json: bool,
     script: Option<PathBuf>,
     quiet: bool,
+    run_id: Option<String>,
 ) -> anyhow::Result<u8> {
+    let run_id = match run_id.as_deref().map(super::store::parse_run) {
+        Some(Ok(id)) => id,
+        Some(Err(e)) => {
+            eprintln!("error: --run-id: {e}");
+            return Ok(EXIT_INVALID);
+        }
+        None => baton_core::RunId::new(),
+    };
     let input = match parse_input(input) {
         Ok(v) => v,
         Err(e) => {
@@ -59,7 +68,7 @@ pub async fn run(
         }
     };
     let (runtime, progress) = runtime(store, json || quiet).await?;
-    let result = runtime.run(wf, input).await;
+    let result = runtime.run_with_id(wf, input, run_id, None).await;
     if let Some(p) = &progress {
         p.finish();
     }
@@ -67,6 +76,10 @@ pub async fn run(
         Ok(r) => r,
         Err(baton_runtime::RunError::Input(e)) => {
             eprintln!("error: invalid input: {e}");
+            return Ok(EXIT_INVALID);
+        }
+        Err(baton_runtime::RunError::Store(baton_core::StoreError::AlreadyExists(id))) => {
+            eprintln!("error: a run with id {id} already exists in this store");
             return Ok(EXIT_INVALID);
         }
         Err(e) => return Err(e.into()),

@@ -21,8 +21,16 @@ impl StoreSpec {
         StoreSpec { spec, strict }
     }
 
-    /// Open it.
+    /// Open it (wrapped in the crash-test hook when `BATON_TEST_KILL` is set).
     pub async fn open(&self) -> anyhow::Result<Arc<dyn RunStore>> {
+        let store = self.open_plain().await?;
+        Ok(match std::env::var("BATON_TEST_KILL") {
+            Ok(spec) => Arc::new(crate::crash::CrashStore::new(store, &spec)?),
+            Err(_) => store,
+        })
+    }
+
+    async fn open_plain(&self) -> anyhow::Result<Arc<dyn RunStore>> {
         let spec = self.spec.as_deref().unwrap_or("");
         if spec == "memory" {
             return Ok(Arc::new(MemoryStore::new()));
