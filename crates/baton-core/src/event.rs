@@ -102,6 +102,8 @@ impl Usage {
         self.cost_usd += other.cost_usd;
         self.tool_calls += other.tool_calls;
         self.steps += other.steps;
+        self.cache_hits += other.cache_hits;
+        self.cache_misses += other.cache_misses;
     }
 }
 
@@ -120,6 +122,12 @@ pub struct Usage {
     pub tool_calls: u64,
     /// Steps started (each visit and map item counts).
     pub steps: u64,
+    /// Model calls answered from the response cache.
+    #[serde(default)]
+    pub cache_hits: u64,
+    /// Model calls that looked in the response cache and went to the provider.
+    #[serde(default)]
+    pub cache_misses: u64,
 }
 
 /// What happened. Serialized with a `type` tag in snake case.
@@ -233,6 +241,46 @@ pub enum EventKind {
         /// Served from a recorded run (fork or replay), not sent to the provider: free.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         replayed: bool,
+        /// The response cache: `true` served from it (free), `false` missed and stored.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cache: Option<bool>,
+    },
+    /// An agent's conversation nears its model's window: older turns are being summarised.
+    ContextCompressing {
+        /// Step id.
+        step: Name,
+        /// Task id.
+        task: u64,
+        /// Messages before this index (after the system prompt) are summarised.
+        upto: usize,
+        /// Estimated tokens of the conversation before.
+        before_tokens: u64,
+    },
+    /// Older turns were replaced by a summary; the recent ones are kept verbatim.
+    ContextCompressed {
+        /// Step id.
+        step: Name,
+        /// Task id.
+        task: u64,
+        /// Estimated tokens before.
+        before_tokens: u64,
+        /// Estimated tokens after.
+        after_tokens: u64,
+        /// The summary that replaced them.
+        summary: String,
+    },
+    /// An agent's model failed for good; the next model of its fallback chain takes over.
+    ModelFallback {
+        /// Step id.
+        step: Name,
+        /// Task id.
+        task: u64,
+        /// The model that failed.
+        from: String,
+        /// The model used next.
+        to: String,
+        /// Why.
+        reason: String,
     },
     /// A model call failed.
     ModelFailed {
@@ -440,6 +488,9 @@ impl EventKind {
             EventKind::ModelFailed { .. } => "model_failed",
             EventKind::ToolCalled { .. } => "tool_called",
             EventKind::ToolStarted { .. } => "tool_started",
+            EventKind::ContextCompressing { .. } => "context_compressing",
+            EventKind::ContextCompressed { .. } => "context_compressed",
+            EventKind::ModelFallback { .. } => "model_fallback",
             EventKind::ApprovalRequested { .. } => "approval_requested",
             EventKind::ApprovalDecided { .. } => "approval_decided",
             EventKind::RunSuspended { .. } => "run_suspended",

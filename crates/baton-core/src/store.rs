@@ -71,6 +71,17 @@ pub trait RunStore: Send + Sync {
     fn events(&self, run: RunId, from: u64) -> BoxFuture<'_, Result<Vec<Event>, StoreError>>;
     /// Runs, newest first, optionally only those in one status.
     fn runs(&self, status: Option<RunStatus>) -> BoxFuture<'_, Result<Vec<RunRecord>, StoreError>>;
+    /// The response cache: the reply stored for a request key, if any. Stores without a cache
+    /// answer `None`.
+    fn cache_get(&self, key: String) -> BoxFuture<'_, Result<Option<Value>, StoreError>> {
+        let _ = key;
+        Box::pin(std::future::ready(Ok(None)))
+    }
+    /// Store a reply in the response cache.
+    fn cache_put(&self, key: String, value: Value) -> BoxFuture<'_, Result<(), StoreError>> {
+        let _ = (key, value);
+        Box::pin(std::future::ready(Ok(())))
+    }
     /// Delete runs in one of `statuses` last updated before `before_us`, with their events
     /// (retention). Returns how many runs were deleted.
     fn prune(

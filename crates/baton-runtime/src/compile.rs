@@ -206,13 +206,18 @@ pub fn compile(spec: &WorkflowSpec, src: &Source<'_>) -> Result<Workflow, Workfl
         };
         match factory.build(&alias.value, m, &src.base_dir) {
             Ok(model) => {
+                let (price, window) = factory.defaults(m);
                 models.insert(
                     alias.value.clone(),
                     ModelEntry {
                         model,
                         name: m.model.clone().unwrap_or_else(|| alias.value.clone()),
-                        price: m.price.unwrap_or_default(),
+                        price: m.price.or(price).unwrap_or_default(),
                         max_tokens: m.max_tokens,
+                        cache: m.cache,
+                        context_window: m.context_window.or(window),
+                        compress_at: m.compress_at.unwrap_or(0.8).clamp(0.05, 1.0),
+                        summarizer: None,
                     },
                 );
             }
@@ -230,6 +235,55 @@ pub fn compile(spec: &WorkflowSpec, src: &Source<'_>) -> Result<Workflow, Workfl
                 broken_models.push(alias.value.clone());
             }
         }
+    }
+
+    // Summarisers and fallback chains refer to other aliases.
+    let mut chains: HashMap<String, Vec<ModelEntry>> = HashMap::new();
+    for (alias, m) in &spec.models.0 {
+        let Some(entry) = models.get(&alias.value).cloned() else {
+            continue;
+        };
+        let mut entry = entry;
+        if let Some(sum) = &m.summarizer {
+            match models.get(&sum.value) {
+                Some(s) => entry.summarizer = Some(Box::new(s.clone())),
+                None => d.err(
+                    sum.pos,
+                    None,
+                    format!(
+                        "model `{}`: unknown summarizer model `{}`{}",
+                        alias.value,
+                        sum.value,
+                        did_you_mean(&sum.value, models.keys().map(String::as_str))
+                    ),
+                ),
+            }
+        }
+        let mut chain = vec![entry];
+        for f in &m.fallback {
+            if f.value == alias.value {
+                d.err(
+                    f.pos,
+                    None,
+                    format!("model `{}` cannot fall back to itself", alias.value),
+                );
+                continue;
+            }
+            match models.get(&f.value) {
+                Some(fm) => chain.push(fm.clone()),
+                None => d.err(
+                    f.pos,
+                    None,
+                    format!(
+                        "model `{}`: unknown fallback model `{}`{}",
+                        alias.value,
+                        f.value,
+                        did_you_mean(&f.value, models.keys().map(String::as_str))
+                    ),
+                ),
+            }
+        }
+        chains.insert(alias.value.clone(), chain);
     }
 
     // ---- tools
@@ -334,7 +388,12 @@ pub fn compile(spec: &WorkflowSpec, src: &Source<'_>) -> Result<Workflow, Workfl
             .map(|m| m.value.clone())
             .or(default_model.clone());
         let model = match alias.as_ref().and_then(|al| models.get(al)) {
-            Some(m) => Some(m.clone()),
+            Some(m) => Some(
+                alias
+                    .as_ref()
+                    .and_then(|al| chains.get(al).cloned())
+                    .unwrap_or_else(|| vec![m.clone()]),
+            ),
             None if alias.as_ref().is_some_and(|al| broken_models.contains(al)) => None,
             None => {
                 let pos = a.model.as_ref().and_then(|m| m.pos).or(name.pos);
@@ -417,7 +476,7 @@ pub fn compile(spec: &WorkflowSpec, src: &Source<'_>) -> Result<Workflow, Workfl
             agents.push(AgentDef {
                 name: name.value.as_str().into(),
                 instructions: a.instructions.clone(),
-                model,
+                models: model,
                 tools: trefs,
                 tool_defs: tdefs,
                 output_schema,

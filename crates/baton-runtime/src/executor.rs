@@ -97,6 +97,19 @@ impl ReplayCache {
     }
 }
 
+/// The response-cache key of a request: a digest of the request exactly as it would be sent.
+pub fn cache_key(req: &CompletionRequest) -> String {
+    use sha2::{Digest, Sha256};
+    let body = serde_json::to_vec(req).unwrap_or_default();
+    let digest = Sha256::digest(&body);
+    let mut out = String::with_capacity(71);
+    out.push_str("sha256:");
+    for b in digest {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
 fn model_key(req: &CompletionRequest) -> String {
     serde_json::to_string(req).unwrap_or_default()
 }
@@ -391,6 +404,7 @@ impl Runtime {
                 model,
                 request,
                 timeout,
+                cache,
             } => {
                 if let Some(resp) = self.replay.as_ref().and_then(|c| c.model(&request)) {
                     queue.push_back(Input::ModelReplied {
@@ -398,13 +412,29 @@ impl Runtime {
                         result: Ok(resp),
                         duration_us: 0,
                         replayed: true,
+                        cache: None,
                     });
                     return;
                 }
                 // Streamed pieces go to the observers as they arrive; the log gets the whole reply.
                 let observer = self.observer.clone();
+                let store = self.store.clone();
                 inflight.push(Box::pin(async move {
                     let t0 = Instant::now();
+                    // The response cache, keyed on the exact request.
+                    let key = cache.then(|| cache_key(&request));
+                    if let Some(k) = &key
+                        && let Ok(Some(v)) = store.cache_get(k.clone()).await
+                        && let Ok(resp) = serde_json::from_value::<CompletionResponse>(v)
+                    {
+                        return Input::ModelReplied {
+                            task,
+                            result: Ok(resp),
+                            duration_us: t0.elapsed().as_micros() as u64,
+                            replayed: false,
+                            cache: Some(true),
+                        };
+                    }
                     let call = match observer {
                         Some(o) => {
                             let sink: baton_core::DeltaSink =
@@ -419,11 +449,18 @@ impl Runtime {
                             after_ms: timeout.as_millis() as u64,
                         }),
                     };
+                    if let (Some(k), Ok(resp)) = (key.clone(), &result)
+                        && let Ok(v) = serde_json::to_value(resp)
+                    {
+                        // A cache that cannot be written costs only a later miss.
+                        let _ = store.cache_put(k, v).await;
+                    }
                     Input::ModelReplied {
                         task,
                         result,
                         duration_us: t0.elapsed().as_micros() as u64,
                         replayed: false,
+                        cache: key.map(|_| false),
                     }
                 }))
             }

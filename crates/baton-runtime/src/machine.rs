@@ -49,6 +49,8 @@ pub enum Input {
         duration_us: u64,
         /// Served from a recorded run.
         replayed: bool,
+        /// The response cache: hit, miss, or not used.
+        cache: Option<bool>,
     },
     /// A tool call returned.
     ToolReturned {
@@ -125,6 +127,8 @@ pub enum Effect {
         request: CompletionRequest,
         /// Per-call timeout.
         timeout: Duration,
+        /// Look in the response cache first (and store the reply there).
+        cache: bool,
     },
     /// Call a tool (arguments already validated).
     CallTool {
@@ -241,6 +245,12 @@ struct TaskRt {
     intents: Vec<(String, Value)>,
     /// The child run of a sub-workflow step.
     child: Option<RunId>,
+    /// Position in the agent's model chain (fallbacks).
+    model_idx: usize,
+    /// Older messages being summarised: those before this index.
+    compressing: Option<usize>,
+    /// A summary failed: do not try again in this task.
+    no_compress: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -291,6 +301,53 @@ pub struct Recorded {
     pub tools: Vec<(String, Value, Result<Value, ToolError>)>,
 }
 
+/// Recent messages kept verbatim when older turns are summarised.
+const KEEP_VERBATIM: usize = 4;
+
+/// What the summariser is told.
+const SUMMARY_INSTRUCTIONS: &str = "You compress the earlier part of an agent's conversation. \
+Summarise the transcript you are given: keep every fact, figure, decision, open question and \
+tool result the agent may still need; drop pleasantries and repetition. Reply with the summary \
+only.";
+
+/// A rough token estimate (4 characters a token, plus a few per message), for deciding when to
+/// compress; providers report the real counts.
+pub fn estimate_tokens(messages: &[Message]) -> u64 {
+    messages
+        .iter()
+        .map(|m| {
+            let calls: usize = m
+                .tool_calls
+                .iter()
+                .map(|c| c.name.len() + c.args.to_string().len())
+                .sum();
+            ((m.content.chars().count() + calls) as u64).div_ceil(4) + 4
+        })
+        .sum()
+}
+
+/// Index of the first message after the leading system messages.
+fn first_turn(history: &[Message]) -> usize {
+    history
+        .iter()
+        .position(|m| m.role != Role::System)
+        .unwrap_or(history.len())
+}
+
+fn render_message(m: &Message) -> String {
+    let role = match m.role {
+        Role::System => "system",
+        Role::User => "user",
+        Role::Assistant => "assistant",
+        Role::Tool => "tool",
+    };
+    let mut out = format!("{role}: {}", m.content);
+    for c in &m.tool_calls {
+        out.push_str(&format!("\n  [calls {} with {}]", c.name, c.args));
+    }
+    out
+}
+
 /// Whether a task can make no progress until a human decides.
 fn blocked(t: &TaskRt) -> bool {
     !t.waits.is_empty() && (t.pending_tools == 0 || t.waits.len() >= t.pending_tools)
@@ -325,9 +382,10 @@ pub struct RunMachine {
     failing: bool,
     degraded: bool,
     completed: Vec<usize>,
-    /// Model calls so far per agent and per step (call positions for deterministic providers).
-    agent_calls: Vec<u64>,
-    step_calls: Vec<u64>,
+    /// Model calls so far per (agent, model) and per (step, model): call positions for
+    /// deterministic providers.
+    agent_calls: HashMap<(usize, String), u64>,
+    step_calls: HashMap<(usize, String), u64>,
     failures: Vec<Failure>,
     skipped: Vec<(usize, String)>,
     events: Vec<Event>,
@@ -383,7 +441,6 @@ impl RunMachine {
                 timed_out: false,
             })
             .collect();
-        let (agents, nsteps) = (wf.agents.len(), wf.steps.len());
         RunMachine {
             state: State::new(&wf.keys),
             wf,
@@ -401,8 +458,8 @@ impl RunMachine {
             failing: false,
             degraded: false,
             completed: Vec::new(),
-            agent_calls: vec![0; agents],
-            step_calls: vec![0; nsteps],
+            agent_calls: HashMap::new(),
+            step_calls: HashMap::new(),
             failures: Vec::new(),
             skipped: Vec::new(),
             events: Vec::new(),
@@ -666,6 +723,9 @@ impl RunMachine {
                         waits: Vec::new(),
                         intents: Vec::new(),
                         child: None,
+                        model_idx: 0,
+                        compressing: None,
+                        no_compress: false,
                     },
                 );
             }
@@ -786,16 +846,25 @@ impl RunMachine {
                 task,
                 step,
                 agent,
+                model,
                 output,
                 cost_usd,
+                cache,
                 ..
             } => {
-                self.count_call(step, agent, hint)?;
+                self.count_call(step, agent, model, hint)?;
                 self.usage.model_calls += 1;
+                match cache {
+                    Some(true) => self.usage.cache_hits += 1,
+                    Some(false) => self.usage.cache_misses += 1,
+                    None => {}
+                }
                 self.usage.input_tokens += output.usage.input_tokens;
                 self.usage.output_tokens += output.usage.output_tokens;
                 self.usage.cost_usd += cost_usd;
-                if let Some(t) = self.tasks.get_mut(task) {
+                if let Some(t) = self.tasks.get_mut(task)
+                    && t.compressing.is_none()
+                {
                     t.history.push(Message {
                         role: Role::Assistant,
                         content: output.content.clone(),
@@ -813,9 +882,48 @@ impl RunMachine {
                         .collect();
                 }
             }
-            EventKind::ModelFailed { step, agent, .. } => {
+            EventKind::ModelFailed {
+                step,
+                agent,
+                task,
+                model,
+                ..
+            } => {
                 self.usage.model_calls += 1;
-                self.count_call(step, agent, hint)?;
+                self.count_call(step, agent, model, hint)?;
+                if let Some(t) = self.tasks.get_mut(task)
+                    && t.compressing.take().is_some()
+                {
+                    t.no_compress = true;
+                }
+            }
+            EventKind::ContextCompressing { task, upto, .. } => {
+                if let Some(t) = self.tasks.get_mut(task) {
+                    t.compressing = Some(*upto);
+                }
+            }
+            EventKind::ContextCompressed { task, summary, .. } => {
+                if let Some(t) = self.tasks.get_mut(task)
+                    && let Some(upto) = t.compressing.take()
+                {
+                    let first = first_turn(&t.history);
+                    let upto = upto.min(t.history.len()).max(first);
+                    t.history.splice(
+                        first..upto,
+                        [Message::text(
+                            Role::User,
+                            format!("Summary of the earlier conversation:\n{summary}"),
+                        )],
+                    );
+                    // The next call's input shows the summary and what was kept.
+                    t.logged = first;
+                }
+            }
+            EventKind::ModelFallback { task, .. } => {
+                if let Some(t) = self.tasks.get_mut(task) {
+                    t.model_idx += 1;
+                    t.attempt = 1;
+                }
             }
             EventKind::ToolCalled {
                 task,
@@ -952,11 +1060,17 @@ impl RunMachine {
         Ok(())
     }
 
-    fn count_call(&mut self, step: &str, agent: &str, hint: Option<usize>) -> Result<(), String> {
+    fn count_call(
+        &mut self,
+        step: &str,
+        agent: &str,
+        model: &str,
+        hint: Option<usize>,
+    ) -> Result<(), String> {
         let s = self.step_idx(step, hint)?;
-        self.step_calls[s] += 1;
+        *self.step_calls.entry((s, model.to_string())).or_default() += 1;
         if let Some(a) = self.wf.agents.iter().position(|a| &*a.name == agent) {
-            self.agent_calls[a] += 1;
+            *self.agent_calls.entry((a, model.to_string())).or_default() += 1;
         }
         Ok(())
     }
@@ -1029,9 +1143,10 @@ impl RunMachine {
                 result,
                 duration_us,
                 replayed,
+                cache,
             } => {
                 if self.tasks.contains_key(&task) {
-                    self.on_model(task, result, duration_us, replayed);
+                    self.on_model(task, result, duration_us, replayed, cache);
                 }
             }
             Input::Decision {
@@ -1829,14 +1944,69 @@ impl RunMachine {
             self.fail_task(task, msg);
             return;
         }
+        let m = &a.models[t.model_idx.min(a.models.len() - 1)];
+        let timeout = a.timeout.min(def.timeout);
+        // Near the model's window, summarise older turns first (the recent ones stay verbatim).
+        if let Some(window) = m.context_window
+            && !t.no_compress
+        {
+            let before = estimate_tokens(&t.history);
+            let first = first_turn(&t.history);
+            let mut upto = t.history.len().saturating_sub(KEEP_VERBATIM);
+            // Never separate tool results from the call that asked for them.
+            while upto > first && t.history.get(upto).is_some_and(|m| m.role == Role::Tool) {
+                upto -= 1;
+            }
+            if before as f64 > f64::from(window) * m.compress_at && upto > first + 1 {
+                let summarizer = m.summarizer.as_deref().unwrap_or(m);
+                let transcript: String = t.history[first..upto]
+                    .iter()
+                    .map(render_message)
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                let request = CompletionRequest {
+                    position: None,
+                    model: summarizer.name.clone(),
+                    agent: a.name.to_string(),
+                    step: def.name.to_string(),
+                    messages: vec![
+                        Message::text(Role::System, SUMMARY_INSTRUCTIONS),
+                        Message::text(Role::User, transcript),
+                    ],
+                    tools: Vec::new(),
+                    output_schema: None,
+                    max_tokens: summarizer.max_tokens,
+                    temperature: None,
+                };
+                let (model, step) = (summarizer.model.clone(), def.name.clone());
+                self.emit(
+                    EventKind::ContextCompressing {
+                        step,
+                        task,
+                        upto,
+                        before_tokens: before,
+                    },
+                    Some(t.step),
+                );
+                self.effects.push(Effect::CallModel {
+                    task,
+                    model,
+                    request,
+                    timeout,
+                    cache: false,
+                });
+                return;
+            }
+        }
         let Some(request) = self.build_request(task) else {
             return;
         };
         self.effects.push(Effect::CallModel {
             task,
-            model: a.model.model.clone(),
+            model: m.model.clone(),
             request,
-            timeout: a.timeout.min(def.timeout),
+            timeout,
+            cache: m.cache,
         });
     }
 
@@ -1846,18 +2016,27 @@ impl RunMachine {
         let def = &self.wf.steps[t.step];
         let ai = self.agent_of(task)?;
         let a = &self.wf.agents[ai];
+        let m = &a.models[t.model_idx.min(a.models.len() - 1)];
         Some(CompletionRequest {
             position: Some(CallPosition {
-                by_agent: self.agent_calls[ai],
-                by_step: self.step_calls[t.step],
+                by_agent: self
+                    .agent_calls
+                    .get(&(ai, m.name.clone()))
+                    .copied()
+                    .unwrap_or(0),
+                by_step: self
+                    .step_calls
+                    .get(&(t.step, m.name.clone()))
+                    .copied()
+                    .unwrap_or(0),
             }),
-            model: a.model.name.clone(),
+            model: m.name.clone(),
             agent: a.name.to_string(),
             step: def.name.to_string(),
             messages: t.history.clone(),
             tools: a.tool_defs.clone(),
             output_schema: a.output_schema.as_ref().map(|(s, _)| s.clone()),
-            max_tokens: a.model.max_tokens,
+            max_tokens: m.max_tokens,
             temperature: a.temperature,
         })
     }
@@ -1880,19 +2059,49 @@ impl RunMachine {
         result: Result<CompletionResponse, ModelError>,
         duration_us: u64,
         replayed: bool,
+        cache: Option<bool>,
     ) {
         let Some(ai) = self.agent_of(task) else {
             return;
         };
         let wf = self.wf.clone();
         let a = &wf.agents[ai];
-        let t = &self.tasks[&task];
+        let Some(t) = self.tasks.get(&task) else {
+            return;
+        };
         let s = t.step;
         let step = wf.steps[s].name.clone();
         let turn = t.turn + 1;
+        let (attempt, model_idx) = (t.attempt, t.model_idx);
+        let input = t.history[t.logged.min(t.history.len())..].to_vec();
+        let before = estimate_tokens(&t.history);
+        let chain = &a.models;
+        let primary = &chain[model_idx.min(chain.len() - 1)];
+        // A summary call is answered by the summariser, priced as the summariser.
+        let compressing = t.compressing.is_some();
+        let m = if compressing {
+            primary.summarizer.as_deref().unwrap_or(primary)
+        } else {
+            primary
+        };
         match result {
+            Err(error) if compressing => {
+                // The summary failed: go on with the full conversation.
+                self.emit(
+                    EventKind::ModelFailed {
+                        step,
+                        task,
+                        agent: a.name.clone(),
+                        model: m.name.clone(),
+                        turn,
+                        error,
+                        duration_us,
+                    },
+                    Some(s),
+                );
+                self.call_model(task);
+            }
             Err(error) => {
-                let attempt = t.attempt;
                 let retry = error.is_retryable() && attempt <= wf.defaults.model_retries;
                 let reason = error.to_string();
                 self.emit(
@@ -1900,14 +2109,27 @@ impl RunMachine {
                         step: step.clone(),
                         task,
                         agent: a.name.clone(),
-                        model: a.model.name.clone(),
+                        model: m.name.clone(),
                         turn,
                         error,
                         duration_us,
                     },
                     Some(s),
                 );
-                if retry {
+                let next = chain.get(model_idx + 1);
+                if let (false, Some(next)) = (retry, next) {
+                    self.emit(
+                        EventKind::ModelFallback {
+                            step,
+                            task,
+                            from: m.name.clone(),
+                            to: next.name.clone(),
+                            reason: format!("after {attempt} attempt(s): {reason}"),
+                        },
+                        Some(s),
+                    );
+                    self.call_model(task);
+                } else if retry {
                     let base = wf.defaults.retry_backoff.0;
                     let delay = base.saturating_mul(1u32 << (attempt - 1).min(16));
                     self.emit(
@@ -1943,14 +2165,13 @@ impl RunMachine {
                 }
             }
             Ok(resp) => {
-                let p = &a.model.price;
-                let cost = if replayed {
+                let p = &m.price;
+                let cost = if replayed || cache == Some(true) {
                     0.0
                 } else {
                     resp.usage.input_tokens as f64 * p.input_per_mtok / 1e6
                         + resp.usage.output_tokens as f64 * p.output_per_mtok / 1e6
                 };
-                let input = t.history[t.logged.min(t.history.len())..].to_vec();
                 let calls = resp.tool_calls.clone();
                 let content = resp.content.clone();
                 self.emit(
@@ -1958,16 +2179,39 @@ impl RunMachine {
                         step: step.clone(),
                         task,
                         agent: a.name.clone(),
-                        model: a.model.name.clone(),
+                        model: m.name.clone(),
                         turn,
                         input,
                         output: resp,
                         cost_usd: cost,
                         duration_us,
                         replayed,
+                        cache,
                     },
                     Some(s),
                 );
+                if compressing {
+                    let after = self.tasks.get(&task).map_or(0, |t| {
+                        let first = first_turn(&t.history);
+                        let upto = t.compressing.unwrap_or(first).min(t.history.len());
+                        estimate_tokens(&t.history[..first])
+                            + estimate_tokens(&t.history[upto..])
+                            + (content.chars().count() as u64).div_ceil(4)
+                            + 8
+                    });
+                    self.emit(
+                        EventKind::ContextCompressed {
+                            step,
+                            task,
+                            before_tokens: before,
+                            after_tokens: after,
+                            summary: content,
+                        },
+                        Some(s),
+                    );
+                    self.call_model(task);
+                    return;
+                }
                 if !calls.is_empty() {
                     for c in calls {
                         self.dispatch_tool(task, s, ai, c);

@@ -103,6 +103,42 @@ pub struct ModelEntry {
     pub price: PriceSpec,
     /// Upper bound on completion tokens.
     pub max_tokens: Option<u32>,
+    /// Answer identical requests from the run store's response cache.
+    pub cache: bool,
+    /// Context window in tokens, if known.
+    pub context_window: Option<u32>,
+    /// Share of the window at which older turns are summarised.
+    pub compress_at: f64,
+    /// The model that writes summaries (`None`: this one).
+    pub summarizer: Option<Box<ModelEntry>>,
+}
+
+impl ModelEntry {
+    /// A model with a price and nothing else configured.
+    pub fn new(model: Arc<dyn DynModel>, name: impl Into<String>, price: PriceSpec) -> Self {
+        ModelEntry {
+            model,
+            name: name.into(),
+            price,
+            max_tokens: None,
+            cache: false,
+            context_window: None,
+            compress_at: 0.8,
+            summarizer: None,
+        }
+    }
+
+    /// The same model with a context window (turns are compressed near it).
+    pub fn with_context_window(mut self, tokens: u32) -> Self {
+        self.context_window = Some(tokens);
+        self
+    }
+
+    /// The same model, answering identical requests from the response cache.
+    pub fn with_cache(mut self) -> Self {
+        self.cache = true;
+        self
+    }
 }
 
 impl std::fmt::Debug for ModelEntry {
@@ -147,6 +183,13 @@ impl ModelBuildError {
 /// Builds models from the `models:` section of a workflow (the CLI maps provider names to
 /// implementations here).
 pub trait ModelFactory: Send + Sync {
+    /// The price and context window the provider knows for a model name, used when the
+    /// workflow does not give them.
+    fn defaults(&self, spec: &ModelSpec) -> (Option<PriceSpec>, Option<u32>) {
+        let _ = spec;
+        (None, None)
+    }
+
     /// Build the model for `alias`. `base_dir` is the workflow file's directory, against which
     /// relative paths (a script file) resolve.
     fn build(

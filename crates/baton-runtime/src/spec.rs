@@ -346,6 +346,25 @@ pub struct ModelSpec {
     /// Upper bound on completion tokens per call.
     #[serde(default)]
     pub max_tokens: Option<u32>,
+    /// Stream replies (pieces reach the progress display as they arrive).
+    #[serde(default)]
+    pub stream: bool,
+    /// Models to try, in order, when this one fails for good (retries exhausted or an error
+    /// that retrying cannot fix).
+    #[serde(default)]
+    pub fallback: Vec<Loc<String>>,
+    /// Answer identical requests from the response cache in the run store.
+    #[serde(default)]
+    pub cache: bool,
+    /// The model's context window in tokens (default: from the price table, else none).
+    #[serde(default)]
+    pub context_window: Option<u32>,
+    /// Share of the window at which older turns are summarised (default 0.8).
+    #[serde(default)]
+    pub compress_at: Option<f64>,
+    /// The model alias that writes summaries (default: this model).
+    #[serde(default)]
+    pub summarizer: Option<Loc<String>>,
 }
 
 /// Price of a model, US dollars per million tokens.

@@ -114,7 +114,8 @@ pub struct PolicyDef {
 pub struct AgentDef {
     pub(crate) name: Name,
     pub(crate) instructions: String,
-    pub(crate) model: ModelEntry,
+    /// The agent's model first, then its fallbacks.
+    pub(crate) models: Vec<ModelEntry>,
     pub(crate) tools: Vec<ToolRef>,
     pub(crate) tool_defs: Vec<ToolDef>,
     pub(crate) output_schema: Option<(Value, Arc<jsonschema::Validator>)>,

@@ -68,15 +68,14 @@ fn fixture(script: &str) -> Fixture {
     let model = ScriptedModel::from_yaml_str(script, "test-script").unwrap();
     let registry = Registry::new().tool(Arc::new(lookup)).model(
         "default",
-        ModelEntry {
-            model: Arc::new(model),
-            name: "scripted-1".into(),
-            price: PriceSpec {
+        ModelEntry::new(
+            Arc::new(model),
+            "scripted-1",
+            PriceSpec {
                 input_per_mtok: 1.0,
                 output_per_mtok: 4.0,
             },
-            max_tokens: None,
-        },
+        ),
     );
     Fixture { calls, registry }
 }
@@ -248,4 +247,233 @@ agents:
         report.failed_steps
     );
     assert_eq!(f.calls.load(Ordering::SeqCst), 4);
+}
+
+/// Fallback chains, the response cache, and context compression, through YAML models built by
+/// a test factory over scripted models.
+mod models {
+    use super::*;
+    use baton_runtime::spec::ModelSpec;
+    use baton_runtime::{ModelBuildError, ModelFactory};
+    use std::collections::HashMap;
+    use std::path::Path;
+
+    struct Scripts(HashMap<String, Arc<ScriptedModel>>);
+
+    impl ModelFactory for Scripts {
+        fn build(
+            &self,
+            alias: &str,
+            _spec: &ModelSpec,
+            _base: &Path,
+        ) -> Result<Arc<dyn baton_core::DynModel>, ModelBuildError> {
+            self.0
+                .get(alias)
+                .cloned()
+                .map(|m| m as Arc<dyn baton_core::DynModel>)
+                .ok_or_else(|| {
+                    ModelBuildError::new(baton_runtime::ModelField::Provider, "no script")
+                })
+        }
+    }
+
+    async fn run_yaml(
+        yaml: &str,
+        scripts: &[(&str, &str)],
+        store: Arc<MemoryStore>,
+    ) -> (
+        RunReport,
+        Vec<EventKind>,
+        HashMap<String, Arc<ScriptedModel>>,
+    ) {
+        let models: HashMap<String, Arc<ScriptedModel>> = scripts
+            .iter()
+            .map(|(a, s)| {
+                (
+                    a.to_string(),
+                    Arc::new(ScriptedModel::from_yaml_str(s, *a).unwrap()),
+                )
+            })
+            .collect();
+        let reg = Registry::new().model_factory(Arc::new(Scripts(models.clone())));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wf.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        let wf = load_file(&path, &reg).unwrap();
+        let report = Runtime::new(store.clone())
+            .run(wf, json!({}))
+            .await
+            .unwrap();
+        let id: RunId = report.run_id.parse().unwrap();
+        let events = store
+            .events(id, 0)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        (report, events, models)
+    }
+
+    #[tokio::test]
+    async fn a_failing_model_falls_back_along_its_chain() {
+        let yaml = r#"
+name: fb
+defaults: {retry_backoff: 1ms, model_retries: 1}
+models:
+  main: {provider: x, model: big, fallback: [spare], price: {input_per_mtok: 10, output_per_mtok: 10}}
+  spare: {provider: x, model: small, price: {input_per_mtok: 1, output_per_mtok: 1}}
+agents:
+  a: {model: main}
+state: {out: replace}
+steps:
+  - {id: s, agent: a, prompt: "go", output: out}
+"#;
+        let (report, events, models) = run_yaml(
+            yaml,
+            &[
+                ("main", "agents:\n  a: [{error: {status: 503}}, {error: {status: 503}}]\n"),
+                ("spare", "agents:\n  a: [{text: from spare, usage: {input_tokens: 100, output_tokens: 10}}]\n"),
+            ],
+            Arc::new(MemoryStore::new()),
+        )
+        .await;
+        assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
+        assert_eq!(report.outputs["out"], "from spare");
+        assert_eq!(
+            models["main"].total_calls(),
+            2,
+            "one call and one retry on the main model"
+        );
+        let fb: Vec<(String, String)> = events
+            .iter()
+            .filter_map(|e| match e {
+                EventKind::ModelFallback { from, to, .. } => Some((from.clone(), to.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(fb, [("big".to_string(), "small".to_string())]);
+        // Priced at the fallback's price.
+        assert!(
+            (report.usage.cost_usd - (100.0 + 10.0) / 1e6).abs() < 1e-12,
+            "{:?}",
+            report.usage
+        );
+    }
+
+    #[tokio::test]
+    async fn identical_requests_hit_the_response_cache() {
+        let yaml = r#"
+name: cached
+models:
+  default: {provider: x, cache: true, price: {input_per_mtok: 1, output_per_mtok: 1}}
+agents:
+  a: {}
+state: {out: replace}
+steps:
+  - {id: s, agent: a, prompt: "same question", output: out}
+"#;
+        let store = Arc::new(MemoryStore::new());
+        let script = "agents:\n  a:\n    replies: [{text: answer, usage: {input_tokens: 50, output_tokens: 5}}]\n    then: repeat_last\n";
+        let (first, _, _) = run_yaml(yaml, &[("default", script)], store.clone()).await;
+        assert_eq!(first.usage.cache_misses, 1);
+        assert_eq!(first.usage.cache_hits, 0);
+        let (second, events, models) = run_yaml(yaml, &[("default", script)], store.clone()).await;
+        assert_eq!(second.usage.cache_hits, 1, "{:?}", second.usage);
+        assert_eq!(second.usage.cost_usd, 0.0, "a cached reply is free");
+        assert_eq!(
+            models["default"].total_calls(),
+            0,
+            "the provider was not called"
+        );
+        assert_eq!(second.outputs["out"], "answer");
+        assert!(events.iter().any(|e| matches!(
+            e,
+            EventKind::ModelCalled {
+                cache: Some(true),
+                ..
+            }
+        )));
+    }
+
+    #[tokio::test]
+    async fn a_long_conversation_is_compressed_with_an_event() {
+        // A tiny window: after a few tool turns the history passes 80% and is summarised.
+        let yaml = r#"
+name: long
+defaults: {max_turns: 12}
+models:
+  default: {provider: x, context_window: 400, summarizer: scribe}
+  scribe: {provider: x}
+agents:
+  a: {tools: [lookup]}
+state: {out: replace}
+steps:
+  - {id: s, agent: a, prompt: "Research ACME thoroughly.", output: out}
+"#;
+        let long = "x".repeat(300);
+        let script = format!(
+            "agents:\n  a:\n{}    - text: done\n",
+            (0..6)
+                .map(|i| format!("    - text: \"{long} {i}\"\n      tool_calls: [{{name: lookup, args: {{name: ACME}}}}]\n"))
+                .collect::<String>()
+        );
+        let scribe = "agents:\n  a:\n    replies: [{text: \"ACME makes rockets; 6 lookups done.\"}]\n    then: repeat_last\n";
+        let lookup = FnTool::sync(
+            ToolSpec::new("lookup", "look up", json!({"type": "object"}))
+                .with_effect(baton_core::SideEffect::ReadOnly),
+            |_| Ok(json!({"found": "ACME"})),
+        );
+        let models: HashMap<String, Arc<ScriptedModel>> =
+            [("default", script.as_str()), ("scribe", scribe)]
+                .iter()
+                .map(|(a, s)| {
+                    (
+                        a.to_string(),
+                        Arc::new(ScriptedModel::from_yaml_str(s, *a).unwrap()),
+                    )
+                })
+                .collect();
+        let reg = Registry::new()
+            .model_factory(Arc::new(Scripts(models.clone())))
+            .tool(Arc::new(lookup));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wf.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        let wf = load_file(&path, &reg).unwrap();
+        let store = Arc::new(MemoryStore::new());
+        let report = Runtime::new(store.clone())
+            .run(wf, json!({}))
+            .await
+            .unwrap();
+        assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
+        assert_eq!(report.outputs["out"], "done");
+        let id: RunId = report.run_id.parse().unwrap();
+        let events: Vec<EventKind> = store
+            .events(id, 0)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        let compressed: Vec<(u64, u64)> = events
+            .iter()
+            .filter_map(|e| match e {
+                EventKind::ContextCompressed {
+                    before_tokens,
+                    after_tokens,
+                    ..
+                } => Some((*before_tokens, *after_tokens)),
+                _ => None,
+            })
+            .collect();
+        assert!(!compressed.is_empty(), "no compression happened");
+        for (b, a) in &compressed {
+            assert!(a < b, "compression must shrink the context: {b} -> {a}");
+        }
+        assert!(models["scribe"].total_calls() >= 1);
+        // The next request after a compression carries the summary, not the old turns.
+        let summary_seen = events.iter().any(|e| matches!(e, EventKind::ModelCalled { input, .. } if input.iter().any(|m| m.content.contains("Summary of the earlier conversation"))));
+        assert!(summary_seen, "the summary reached the model");
+    }
 }

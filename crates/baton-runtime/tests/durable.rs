@@ -205,15 +205,14 @@ fn bank_tool(bank: Arc<Bank>, effect: SideEffect) -> FnTool {
 }
 
 fn scripted(text: &str) -> ModelEntry {
-    ModelEntry {
-        model: Arc::new(ScriptedModel::from_yaml_str(text, "test").unwrap()),
-        name: "scripted".into(),
-        price: PriceSpec {
+    ModelEntry::new(
+        Arc::new(ScriptedModel::from_yaml_str(text, "test").unwrap()),
+        "scripted",
+        PriceSpec {
             input_per_mtok: 1.0,
             output_per_mtok: 1.0,
         },
-        max_tokens: None,
-    }
+    )
 }
 
 const PAYMENTS: &str = r#"
@@ -480,15 +479,14 @@ steps:
     let model = Arc::new(ScriptedModel::from_yaml_str(script, "s").unwrap());
     let reg = Registry::new().model(
         "default",
-        ModelEntry {
-            model: model.clone(),
-            name: "m".into(),
-            price: PriceSpec {
+        ModelEntry::new(
+            model.clone(),
+            "m",
+            PriceSpec {
                 input_per_mtok: 1.0,
                 output_per_mtok: 1.0,
             },
-            max_tokens: None,
-        },
+        ),
     );
     let wf = load_file(&path, &reg).unwrap();
     let wf2 = load_file(&path2, &reg).unwrap();

@@ -17,7 +17,7 @@
 
 use baton_core::{Event, EventKind, KeyUpdate, RunId, RunRecord, RunStatus, RunStore};
 use baton_store::codec::{self, Format};
-use baton_store::{PostgresStore, SqliteOptions, SqliteStore};
+use baton_store::{PostgresOptions, PostgresStore, SqliteOptions, SqliteStore};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -304,7 +304,7 @@ async fn w6_sqlite(format: Format, runs: u64) {
         "W6 sqlite default {:<11} runs={runs:<4} input={:.2}MB append_us={:>7.1} {} \
          step_us(incl. create)={:>8.1} start_ms/run={:.2} bytes/run={:>9.0} input-only/run={:>9.0} \
          db_bytes_per_step(total/20)={:>8.0} (beyond the input: {:>6.0}) \
-         events(run,0)_ms p50={:.2} max={:.2}; run()_ms p50={:.2}",
+         events(run,0)_ms p50={:.2} p90={:.2} max={:.2}; run()_ms p50={:.2}",
         format!("{format:?}"),
         input_bytes as f64 / 1e6,
         per(totals.append_time, totals.appends),
@@ -316,13 +316,15 @@ async fn w6_sqlite(format: Format, runs: u64) {
         per_run / 20.0,
         (per_run - base_per_run) / 20.0,
         ms(reads[reads.len() / 2]),
+        ms(reads[reads.len() * 9 / 10]),
         ms(reads[reads.len() - 1]),
         ms(record_reads[record_reads.len() / 2]),
     );
 }
 
-async fn w3_postgres(url: &str, runs: u64) {
-    let store = match PostgresStore::connect(url).await {
+async fn w3_postgres(url: &str, synchronous_commit: bool, runs: u64) {
+    let options = PostgresOptions { synchronous_commit };
+    let store = match PostgresStore::connect_with(url, options).await {
         Ok(store) => store,
         Err(e) => {
             println!("W3 postgres: skipped ({e})");
@@ -346,8 +348,9 @@ async fn w3_postgres(url: &str, runs: u64) {
     }
     let after = store.table_bytes().await.unwrap();
     println!(
-        "W3 postgres                   runs={runs:<4} append_us={:>7.1} {} step_us={:>7.1} \
+        "W3 postgres synchronous_commit={:<5} runs={runs:<4} append_us={:>7.1} {} step_us={:>7.1} \
          table_bytes_per_step={:>6.1}",
+        synchronous_commit,
         per(totals.append_time, totals.appends),
         totals.spread(),
         per(totals.run_time, totals.steps),
@@ -437,6 +440,7 @@ async fn main() {
         }
     }
     if let Some(url) = postgres {
-        w3_postgres(&url, 10).await;
+        w3_postgres(&url, true, 5).await;
+        w3_postgres(&url, false, 20).await;
     }
 }

@@ -30,7 +30,7 @@ pub mod testing;
 
 pub use memory::MemoryStore;
 pub use null::NullStore;
-pub use postgres::PostgresStore;
+pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::{DbStats, SqliteOptions, SqliteStore};
 
 use baton_core::{Event, RunId, StoreError};

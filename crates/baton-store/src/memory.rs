@@ -19,6 +19,7 @@ struct Entry {
 #[derive(Default)]
 pub struct MemoryStore {
     runs: Mutex<HashMap<RunId, Entry>>,
+    cache: Mutex<HashMap<String, serde_json::Value>>,
 }
 
 impl MemoryStore {
@@ -121,6 +122,24 @@ impl std::fmt::Debug for MemoryStore {
 }
 
 impl RunStore for MemoryStore {
+    fn cache_get(
+        &self,
+        key: String,
+    ) -> BoxFuture<'_, Result<Option<serde_json::Value>, StoreError>> {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        Box::pin(std::future::ready(Ok(cache.get(&key).cloned())))
+    }
+
+    fn cache_put(
+        &self,
+        key: String,
+        value: serde_json::Value,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.insert(key, value);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     fn create_run(&self, run: RunRecord) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(ready(self.create_now(run)))
     }

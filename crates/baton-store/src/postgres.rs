@@ -8,7 +8,7 @@ use crate::sql::{
 };
 use baton_core::{BoxFuture, Event, RunId, RunRecord, RunStatus, RunStore, StoreError};
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Row};
 use std::time::Duration;
 use uuid::Uuid;
@@ -17,6 +17,27 @@ static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 
 /// Connections in the pool.
 const CONNECTIONS: u32 = 8;
+
+/// How a [`PostgresStore`] trades speed for durability.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PostgresOptions {
+    /// `true` (the default): the server's own setting, normally `synchronous_commit=on`: an
+    /// append returns once the server has flushed its WAL, so it survives anything but the loss
+    /// of the server's disk, at the cost of one flush per append. `false`: the store's sessions
+    /// set `synchronous_commit=off`: an append returns before the flush. A committed append
+    /// still survives baton being killed (the server has it), but a crash of the server or its
+    /// machine may lose the last fraction of a second of appends (never a partial one): the
+    /// guarantee of [`SqliteOptions::default`](crate::SqliteOptions).
+    pub synchronous_commit: bool,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        PostgresOptions {
+            synchronous_commit: true,
+        }
+    }
+}
 
 /// A [`RunStore`] in a PostgreSQL database.
 ///
@@ -46,12 +67,25 @@ fn err(context: &str, run: Option<RunId>, e: sqlx::Error) -> StoreError {
 }
 
 impl PostgresStore {
-    /// Connect to `url` (`postgres://user@host:port/database`) and bring the schema up to date.
+    /// Connect to `url` (`postgres://user@host:port/database`) and bring the schema up to date,
+    /// with [`PostgresOptions::default`]: commits as durable as the server is configured.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, PostgresOptions::default()).await
+    }
+
+    /// Connect to `url` with `options` and bring the schema up to date.
+    pub async fn connect_with(url: &str, options: PostgresOptions) -> Result<Self, StoreError> {
         let context = || format!("connecting to {}", redact(url));
+        let mut connect: PgConnectOptions = url
+            .parse()
+            .map_err(|e| err(&format!("parsing the URL {}", redact(url)), None, e))?;
+        connect = connect.application_name("baton");
+        if !options.synchronous_commit {
+            connect = connect.options([("synchronous_commit", "off")]);
+        }
         // One plain connection first: it fails at once with the real reason (the pool would
         // retry until its acquire timeout), and it runs the migrations.
-        let mut conn = PgConnection::connect(url)
+        let mut conn = PgConnection::connect_with(&connect)
             .await
             .map_err(|e| err(&context(), None, e))?;
         MIGRATOR.run(&mut conn).await.map_err(|e| {
@@ -63,7 +97,7 @@ impl PostgresStore {
             .max_connections(CONNECTIONS)
             .acquire_timeout(Duration::from_secs(30))
             .test_before_acquire(false)
-            .connect(url)
+            .connect_with(connect)
             .await
             .map_err(|e| err(&context(), None, e))?;
         Ok(PostgresStore {
@@ -329,6 +363,43 @@ fn record(row: &PgRow) -> Result<RunRecord, StoreError> {
 }
 
 impl RunStore for PostgresStore {
+    fn cache_get(
+        &self,
+        key: String,
+    ) -> BoxFuture<'_, Result<Option<serde_json::Value>, StoreError>> {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT value FROM response_cache WHERE key = $1")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| err("cache", None, e))?;
+            Ok(row.and_then(|r| {
+                let text: String = sqlx::Row::try_get(&r, 0).ok()?;
+                serde_json::from_str(&text).ok()
+            }))
+        })
+    }
+
+    fn cache_put(
+        &self,
+        key: String,
+        value: serde_json::Value,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO response_cache (key, value, created_at_us) VALUES ($1, $2, $3) \
+                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+            )
+            .bind(key)
+            .bind(value.to_string())
+            .bind(clamp_i64(crate::now_us()))
+            .execute(&self.pool)
+            .await
+            .map_err(|e| err("cache", None, e))?;
+            Ok(())
+        })
+    }
+
     fn create_run(&self, run: RunRecord) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(self.create_now(run))
     }

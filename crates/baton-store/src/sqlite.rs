@@ -527,6 +527,44 @@ fn record(row: &SqliteRow) -> Result<RunRecord, StoreError> {
 }
 
 impl RunStore for SqliteStore {
+    fn cache_get(
+        &self,
+        key: String,
+    ) -> BoxFuture<'_, Result<Option<serde_json::Value>, StoreError>> {
+        Box::pin(async move {
+            let row = self
+                .read_optional(
+                    sqlx::query("SELECT value FROM response_cache WHERE key = ?1").bind(key),
+                )
+                .await
+                .map_err(|e| err("cache", None, e))?;
+            Ok(row.and_then(|r| {
+                let text: String = sqlx::Row::try_get(&r, 0).ok()?;
+                serde_json::from_str(&text).ok()
+            }))
+        })
+    }
+
+    fn cache_put(
+        &self,
+        key: String,
+        value: serde_json::Value,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.write(
+                sqlx::query(
+                    "INSERT OR REPLACE INTO response_cache (key, value, created_at_us) VALUES (?1, ?2, ?3)",
+                )
+                .bind(key)
+                .bind(value.to_string())
+                .bind(crate::now_us() as i64),
+            )
+            .await
+            .map_err(|e| err("cache", None, e))?;
+            Ok(())
+        })
+    }
+
     fn create_run(&self, run: RunRecord) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(self.create_now(run))
     }

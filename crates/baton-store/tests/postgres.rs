@@ -9,14 +9,18 @@
 #![allow(clippy::unwrap_used)]
 
 use baton_core::{RunId, RunStatus, RunStore, StoreError};
-use baton_store::PostgresStore;
 use baton_store::testing::{self, event, events, record};
+use baton_store::{PostgresOptions, PostgresStore};
 
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
+fn url() -> String {
+    std::env::var("BATON_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
+}
+
 /// The store, or `None` (after a warning) when there is no server outside CI.
 async fn store() -> Option<PostgresStore> {
-    let url = std::env::var("BATON_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned());
+    let url = url();
     match PostgresStore::connect(&url).await {
         Ok(store) => Some(store),
         Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!(
@@ -41,6 +45,34 @@ async fn full_suite() {
     let Some(store) = store().await else { return };
     testing::conformance(&store).await;
     store.close().await;
+}
+
+#[tokio::test]
+async fn asynchronous_commit_store_works() {
+    let Some(_reachable) = store().await else {
+        return;
+    };
+    let options = PostgresOptions {
+        synchronous_commit: false,
+    };
+    let store = PostgresStore::connect_with(&url(), options).await.unwrap();
+    let run = record("pg-async-commit", 1);
+    store.create_run(run.clone()).await.unwrap();
+    store.append(run.id, events(0, 3)).await.unwrap();
+    store.append(run.id, events(3, 5)).await.unwrap();
+    assert_eq!(store.events(run.id, 1).await.unwrap(), events(1, 5));
+    assert!(PostgresOptions::default().synchronous_commit);
+}
+
+#[tokio::test]
+async fn bad_urls_are_backend_errors() {
+    match PostgresStore::connect("postgres://u:hunter2@127.0.0.1:5432/x?sslmode=bogus").await {
+        Err(StoreError::Backend(message)) => {
+            assert!(!message.contains("hunter2"), "{message}");
+            assert!(message.contains("postgres"), "{message}");
+        }
+        other => panic!("expected a backend error, got {other:?}"),
+    }
 }
 
 #[tokio::test]
