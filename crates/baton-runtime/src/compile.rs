@@ -293,6 +293,43 @@ pub fn compile(spec: &WorkflowSpec, src: &Source<'_>) -> Result<Workflow, Workfl
         .iter()
         .map(|(k, v)| (k.clone(), (v.clone(), spec.defaults.timeout.0)))
         .collect();
+    // MCP servers: their tools join the registry's, named `server__tool`.
+    for (name, server) in &spec.mcp_servers.0 {
+        let Some(factory) = &src.registry.tool_sources else {
+            d.err(
+                name.pos,
+                None,
+                format!(
+                    "MCP server `{}`: this build cannot connect MCP servers",
+                    name.value
+                ),
+            );
+            continue;
+        };
+        if server.command.is_some() == server.url.is_some() {
+            d.err(
+                name.pos,
+                None,
+                format!(
+                    "MCP server `{}` needs exactly one of `command` (stdio) and `url` (HTTP)",
+                    name.value
+                ),
+            );
+            continue;
+        }
+        match factory.connect(&name.value, server, &src.base_dir) {
+            Ok(list) => {
+                let timeout = server
+                    .timeout
+                    .map(|t| t.0)
+                    .unwrap_or(spec.defaults.timeout.0);
+                for t in list {
+                    tools.insert(t.spec().name.clone(), (t, timeout));
+                }
+            }
+            Err(e) => d.err(name.pos, None, format!("MCP server `{}`: {e}", name.value)),
+        }
+    }
     // Tier, policy and effect overrides declared in YAML, by tool name.
     let mut tool_rules: HashMap<String, ToolRules> = HashMap::new();
     for (name, t) in &spec.tools.0 {
@@ -421,7 +458,30 @@ pub fn compile(spec: &WorkflowSpec, src: &Source<'_>) -> Result<Workflow, Workfl
         };
         let mut trefs = Vec::new();
         let mut tdefs = Vec::new();
+        // `server__*` (any name ending in `*`) stands for every tool with that prefix.
+        let mut wanted: Vec<Loc<String>> = Vec::new();
         for t in &a.tools {
+            match t.value.strip_suffix('*') {
+                Some(prefix) => {
+                    let mut names: Vec<&String> =
+                        tools.keys().filter(|n| n.starts_with(prefix)).collect();
+                    names.sort();
+                    if names.is_empty() {
+                        d.err(
+                            t.pos,
+                            None,
+                            format!("agent `{}`: no tool matches `{}`", name.value, t.value),
+                        );
+                    }
+                    wanted.extend(names.into_iter().map(|n| Loc {
+                        value: n.clone(),
+                        pos: t.pos,
+                    }));
+                }
+                None => wanted.push(t.clone()),
+            }
+        }
+        for t in &wanted {
             match (tools.get(&t.value), validators.get(&t.value)) {
                 (Some((tool, timeout)), Some(v)) => {
                     let s = tool.spec();

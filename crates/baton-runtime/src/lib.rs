@@ -38,7 +38,7 @@ pub use executor::Runtime;
 pub use loader::{compile_spec, compile_str, load_file, parse_spec};
 pub use registry::{
     ModelBuildError, ModelEntry, ModelFactory, ModelField, Registry, StepFn, StepFuture, StepInput,
-    View,
+    ToolSourceFactory, View,
 };
 pub use report::RunReport;
 pub use workflow::Workflow;

@@ -200,6 +200,19 @@ pub trait ModelFactory: Send + Sync {
     ) -> Result<Arc<dyn DynModel>, ModelBuildError>;
 }
 
+/// Connects the MCP servers a workflow declares and lists their tools (the CLI does this with
+/// `baton-mcp`; the runtime does not depend on an MCP implementation).
+pub trait ToolSourceFactory: Send + Sync {
+    /// Connect server `name` and return its tools, named `name__tool`. `Err` is a readable
+    /// reason (it becomes a load error at the server's entry).
+    fn connect(
+        &self,
+        name: &str,
+        spec: &crate::spec::McpServerSpec,
+        base_dir: &Path,
+    ) -> Result<Vec<Arc<dyn DynTool>>, String>;
+}
+
 /// Models, tools and functions available to workflows.
 #[derive(Clone, Default)]
 pub struct Registry {
@@ -207,6 +220,7 @@ pub struct Registry {
     pub(crate) tools: HashMap<String, Arc<dyn DynTool>>,
     pub(crate) functions: HashMap<String, Arc<dyn StepFn>>,
     pub(crate) factory: Option<Arc<dyn ModelFactory>>,
+    pub(crate) tool_sources: Option<Arc<dyn ToolSourceFactory>>,
 }
 
 impl Registry {
@@ -224,6 +238,12 @@ impl Registry {
     /// Set the factory that builds the models a workflow declares.
     pub fn model_factory(mut self, factory: Arc<dyn ModelFactory>) -> Self {
         self.factory = Some(factory);
+        self
+    }
+
+    /// Set the factory that connects the MCP servers a workflow declares.
+    pub fn tool_source_factory(mut self, factory: Arc<dyn ToolSourceFactory>) -> Self {
+        self.tool_sources = Some(factory);
         self
     }
 

@@ -450,6 +450,45 @@ pub struct PolicyRule {
     pub reason: Option<String>,
 }
 
+/// An MCP server whose tools become the workflow's tools (`server__tool`).
+#[derive(Clone, Debug, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct McpServerSpec {
+    /// stdio: the program and its arguments.
+    #[serde(default)]
+    pub command: Option<Loc<CommandSpec>>,
+    /// stdio: variables set for the program.
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+    /// stdio: names of variables copied from baton's environment.
+    #[serde(default)]
+    pub pass_env: Vec<String>,
+    /// stdio: inherit baton's whole environment.
+    #[serde(default)]
+    pub inherit_env: bool,
+    /// stdio: working directory, relative to the workflow file.
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// HTTP: the MCP endpoint.
+    #[serde(default)]
+    pub url: Option<Loc<String>>,
+    /// HTTP: headers sent with every request.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// HTTP: environment variable holding a bearer token.
+    #[serde(default)]
+    pub bearer_token_env: Option<String>,
+    /// Per-call timeout.
+    #[serde(default)]
+    pub timeout: Option<DurationSpec>,
+    /// Bound on start-up, handshake and listing the tools.
+    #[serde(default)]
+    pub startup_timeout: Option<DurationSpec>,
+    /// Side-effect class per tool (the server's own tool names).
+    #[serde(default)]
+    pub effects: std::collections::BTreeMap<String, baton_core::SideEffect>,
+}
+
 /// One branch of a transition: go `to` these steps `when` the condition holds.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -712,6 +751,9 @@ pub struct WorkflowSpec {
     /// Tools declared here (Rust tools registered with the runtime need no declaration).
     #[serde(default)]
     pub tools: Entries<ToolDecl>,
+    /// MCP servers whose tools the agents may use (as `server__tool`, or `server__*`).
+    #[serde(default)]
+    pub mcp_servers: Entries<McpServerSpec>,
     /// State keys.
     #[serde(default)]
     pub state: Entries<KeySpec>,

@@ -7,7 +7,7 @@ mod run;
 mod store;
 
 use crate::args::{Cli, Command};
-use crate::factory::Providers;
+use crate::factory::{McpServers, Providers};
 use baton_runtime::{Registry, RunReport, Workflow, WorkflowError, load_file};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -118,9 +118,11 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
 
 /// The registry the CLI compiles workflows against.
 pub fn registry(script: Option<PathBuf>) -> Registry {
-    Registry::new().model_factory(Arc::new(Providers {
-        script_override: script,
-    }))
+    Registry::new()
+        .model_factory(Arc::new(Providers {
+            script_override: script,
+        }))
+        .tool_source_factory(Arc::new(McpServers))
 }
 
 /// Load and compile a workflow file.
