@@ -15,6 +15,10 @@ pub struct Cli {
     /// a killed process).
     #[arg(long, global = true)]
     pub strict: bool,
+    /// Replace the workflow's `models:` with the mapping in this YAML file (the same workflow on
+    /// other providers, e.g. a local Ollama instead of the scripted model).
+    #[arg(long, global = true, env = "BATON_MODELS")]
+    pub models: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,

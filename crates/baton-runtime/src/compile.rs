@@ -1137,7 +1137,7 @@ fn compile_kind(
         }
         let mut stack = src.stack.clone();
         stack.push(canon);
-        let child = match crate::loader::load_nested(&path, src.registry, stack) {
+        let child = match crate::loader::load_nested(&path, src.registry, stack, None) {
             Ok(c) => c,
             Err(e) => {
                 let msgs: Vec<String> = e.diagnostics.iter().map(|x| x.to_string()).collect();

@@ -35,7 +35,7 @@ pub mod workflow;
 
 pub use error::{Diagnostic, RunError, WorkflowError};
 pub use executor::Runtime;
-pub use loader::{compile_spec, compile_str, load_file, parse_spec};
+pub use loader::{compile_spec, compile_str, load_file, load_file_with_models, parse_spec};
 pub use registry::{
     ModelBuildError, ModelEntry, ModelFactory, ModelField, Registry, StepFn, StepFuture, StepInput,
     ToolSourceFactory, View,

@@ -3,7 +3,7 @@
 use crate::compile::{Source, compile};
 use crate::error::WorkflowError;
 use crate::registry::Registry;
-use crate::spec::{Pos, WorkflowSpec};
+use crate::spec::{Entries, ModelSpec, Pos, WorkflowSpec};
 use crate::workflow::Workflow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,15 +16,7 @@ pub fn parse_spec(text: &str, file: &str) -> Result<WorkflowSpec, WorkflowError>
     if text.trim().is_empty() {
         return Err(WorkflowError::single(file, None, "the file is empty"));
     }
-    serde_saphyr::from_str::<WorkflowSpec>(text).map_err(|e| {
-        let pos = e.location().and_then(|l| {
-            (l.line() > 0).then(|| Pos {
-                line: l.line() as u32,
-                col: l.column() as u32,
-            })
-        });
-        WorkflowError::single(file, pos, clean_message(&e.to_string()))
-    })
+    serde_saphyr::from_str::<WorkflowSpec>(text).map_err(|e| located(file, &e))
 }
 
 /// serde-saphyr decorates its messages with a source snippet; keep the first line, which
@@ -57,40 +49,65 @@ fn clean_message(msg: &str) -> String {
 /// Load and compile a workflow file.
 pub fn load_file(path: &Path, registry: &Registry) -> Result<Arc<Workflow>, WorkflowError> {
     let canon = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-    load_nested(path, registry, vec![canon])
+    load_nested(path, registry, vec![canon], None)
+}
+
+/// Load a workflow file with its `models:` section replaced by the one in `models_file` (a
+/// YAML mapping of aliases, as under `models:`): the same workflow, other providers.
+pub fn load_file_with_models(
+    path: &Path,
+    models_file: &Path,
+    registry: &Registry,
+) -> Result<Arc<Workflow>, WorkflowError> {
+    let shown = models_file.display().to_string();
+    let text = read_text(models_file, &shown)?;
+    let models: Entries<ModelSpec> = serde_saphyr::from_str(&text)
+        .map_err(|e| located(&shown, &e))?;
+    let canon = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    load_nested(path, registry, vec![canon], Some(models))
+}
+
+fn read_text(path: &Path, file: &str) -> Result<String, WorkflowError> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| WorkflowError::single(file, None, format!("cannot read the file: {e}")))?;
+    if meta.is_dir() {
+        return Err(WorkflowError::single(file, None, "this is a directory, not a workflow file"));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(WorkflowError::single(
+            file,
+            None,
+            format!("the file is {} bytes; the limit is {MAX_FILE_BYTES}", meta.len()),
+        ));
+    }
+    let bytes = std::fs::read(path)
+        .map_err(|e| WorkflowError::single(file, None, format!("cannot read the file: {e}")))?;
+    String::from_utf8(bytes)
+        .map_err(|e| WorkflowError::single(file, None, format!("the file is not UTF-8 text: {e}")))
+}
+
+fn located(file: &str, e: &serde_saphyr::Error) -> WorkflowError {
+    let pos = e.location().and_then(|l| {
+        (l.line() > 0).then(|| Pos {
+            line: l.line() as u32,
+            col: l.column() as u32,
+        })
+    });
+    WorkflowError::single(file, pos, clean_message(&e.to_string()))
 }
 
 pub(crate) fn load_nested(
     path: &Path,
     registry: &Registry,
     stack: Vec<PathBuf>,
+    models: Option<Entries<ModelSpec>>,
 ) -> Result<Arc<Workflow>, WorkflowError> {
     let file = path.display().to_string();
-    let meta = std::fs::metadata(path)
-        .map_err(|e| WorkflowError::single(&file, None, format!("cannot read the file: {e}")))?;
-    if meta.is_dir() {
-        return Err(WorkflowError::single(
-            &file,
-            None,
-            "this is a directory, not a workflow file",
-        ));
+    let text = read_text(path, &file)?;
+    let mut spec = parse_spec(&text, &file)?;
+    if let Some(m) = models {
+        spec.models = m;
     }
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(WorkflowError::single(
-            &file,
-            None,
-            format!(
-                "the file is {} bytes; the limit is {MAX_FILE_BYTES}",
-                meta.len()
-            ),
-        ));
-    }
-    let bytes = std::fs::read(path)
-        .map_err(|e| WorkflowError::single(&file, None, format!("cannot read the file: {e}")))?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        WorkflowError::single(&file, None, format!("the file is not UTF-8 text: {e}"))
-    })?;
-    let spec = parse_spec(&text, &file)?;
     let base_dir = path
         .parent()
         .map(|p| {

@@ -18,6 +18,7 @@ pub const EXIT_INVALID: u8 = 2;
 /// Run one command; returns the process exit code.
 pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     let store = store::StoreSpec::new(cli.store.clone(), cli.strict);
+    let _ = MODELS.set(cli.models.clone());
     match cli.command {
         Command::Run {
             file,
@@ -125,9 +126,15 @@ pub fn registry(script: Option<PathBuf>) -> Registry {
         .tool_source_factory(Arc::new(McpServers))
 }
 
-/// Load and compile a workflow file.
+/// `--models`, set once at start.
+static MODELS: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+
+/// Load and compile a workflow file (with `--models` applied).
 pub fn load(file: &Path, script: Option<PathBuf>) -> Result<Arc<Workflow>, WorkflowError> {
-    load_file(file, &registry(script))
+    match MODELS.get().cloned().flatten() {
+        Some(models) => baton_runtime::load_file_with_models(file, &models, &registry(script)),
+        None => load_file(file, &registry(script)),
+    }
 }
 
 /// Print a run's result: JSON, or a human summary.
