@@ -1,8 +1,10 @@
 //! A tool backed by a program speaking JSON over stdin/stdout.
 
+use crate::secrets::{SecretResolver, SecretStore, redact, redact_value};
 use crate::subprocess::{SubprocessError, SubprocessOptions, run_json};
 use baton_core::{Tool, ToolContext, ToolError, ToolSpec};
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 /// A tool that runs a program for each call.
 ///
@@ -17,6 +19,10 @@ use serde_json::{Value, json};
 /// the tail of stderr in the message); running past the timeout kills the program and becomes
 /// [`ToolError::Timeout`].
 ///
+/// With [`SubprocessTool::with_secrets`], `{{secret.NAME}}` placeholders in the values of
+/// [`SubprocessOptions::env`] are resolved when each call starts (never in the arguments), and
+/// every value used is redacted (`***`) from the result and from error messages.
+///
 /// ```no_run
 /// use baton_core::ToolSpec;
 /// use baton_tools::{SubprocessOptions, SubprocessTool};
@@ -27,11 +33,23 @@ use serde_json::{Value, json};
 ///     SubprocessOptions::default(),
 /// );
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct SubprocessTool {
     spec: ToolSpec,
     command: Vec<String>,
     options: SubprocessOptions,
+    secrets: Option<Arc<dyn SecretStore>>,
+}
+
+impl std::fmt::Debug for SubprocessTool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubprocessTool")
+            .field("spec", &self.spec)
+            .field("command", &self.command)
+            .field("options", &self.options)
+            .field("secrets", &self.secrets.is_some())
+            .finish()
+    }
 }
 
 impl SubprocessTool {
@@ -41,7 +59,14 @@ impl SubprocessTool {
             spec,
             command,
             options,
+            secrets: None,
         }
+    }
+
+    /// The same tool resolving `{{secret.NAME}}` placeholders in its environment from `store`.
+    pub fn with_secrets(mut self, store: Arc<dyn SecretStore>) -> Self {
+        self.secrets = Some(store);
+        self
     }
 
     /// The program and its arguments.
@@ -82,8 +107,29 @@ impl Tool for SubprocessTool {
                 "idempotency_key": ctx.idempotency_key,
             },
         });
-        run_json(&self.command, &request, &self.options)
-            .await
-            .map_err(|e| self.to_tool_error(e))
+        if self.secrets.is_none() {
+            return run_json(&self.command, &request, &self.options)
+                .await
+                .map_err(|e| self.to_tool_error(e));
+        }
+        let mut resolver = SecretResolver::new(self.secrets.as_deref());
+        let mut options = self.options.clone();
+        for (name, value) in &mut options.env {
+            *value = resolver.resolve_str(value).map_err(|e| ToolError::Failed {
+                tool: self.spec.name.clone(),
+                message: format!("environment variable `{name}`: {e}"),
+            })?;
+        }
+        let used = resolver.used();
+        match run_json(&self.command, &request, &options).await {
+            Ok(value) => Ok(redact_value(&value, used)),
+            Err(e) => Err(match self.to_tool_error(e) {
+                ToolError::Failed { tool, message } => ToolError::Failed {
+                    tool,
+                    message: redact(&message, used),
+                },
+                other => other,
+            }),
+        }
     }
 }
