@@ -177,6 +177,18 @@ pub enum Command {
         /// Second run.
         b: String,
     },
+    /// The kill switch: halt a run, or every active run of every process sharing the store, at
+    /// its next step boundary (calls in flight are abandoned; `baton resume` continues later).
+    Kill {
+        /// The run to halt (omit with --all).
+        run: Option<String>,
+        /// Halt every active run.
+        #[arg(long)]
+        all: bool,
+        /// Why (recorded in each halted run).
+        #[arg(long, default_value = "stopped by an operator")]
+        reason: String,
+    },
     /// Delete finished runs older than a duration (retention).
     Prune {
         /// Age, e.g. `30d`, `12h`, `90m`.

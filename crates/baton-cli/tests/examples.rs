@@ -381,13 +381,11 @@ fn coder_tester_loops_until_the_tests_pass() {
 }
 
 #[test]
-fn coder_tester_visit_bound_stops_a_coder_that_never_fixes_the_bug() {
+fn coder_tester_loop_guard_stops_a_coder_that_never_fixes_the_bug() {
+    // The stuck coder sends the same patch again: the loop guard sees a step that ran again
+    // and changed nothing, and stops the loop long before the visit bound (4).
     let r = run("coder-tester", "input.json", Some("script-stuck.yaml"));
     assert_status(&r, "failed", 1);
-    assert_eq!(
-        r.report["visits"],
-        json!({"analyse": 4, "coder": 4, "tester": 4})
-    );
     let f = &r.failed()[0];
     assert_eq!(f["step"], "coder");
     assert_eq!(f["policy"], "fail");
@@ -395,15 +393,10 @@ fn coder_tester_visit_bound_stops_a_coder_that_never_fixes_the_bug() {
         f["error"]
             .as_str()
             .unwrap()
-            .contains("visit bound reached: the step already ran 4 time(s) (max_visits 4)")
+            .contains("loop guard: step `coder` ran again (visit 2) and changed no state"),
+        "{f}"
     );
     assert!(!r.completed().contains(&"architect"));
-    assert!(!r.completed().contains(&"reviewer"));
-    let o = r.outputs();
-    assert_eq!(o["test_log"].as_array().unwrap().len(), 4);
-    assert_eq!(o["test_report"]["error_kind"], "logic");
-    assert_eq!(o["review"], Value::Null);
-    assert_eq!(r.usage("model_calls"), 4);
 }
 
 // -------------------------------------------------------------------------------- trip-planner

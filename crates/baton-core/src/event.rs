@@ -282,6 +282,49 @@ pub enum EventKind {
         /// Why.
         reason: String,
     },
+    /// Consumption passed 80% of a budget.
+    BudgetAlert {
+        /// `run`, `agent <name>` or `step <id>`.
+        scope: String,
+        /// `cost_usd`, `tokens`, `model_calls`, `tool_calls`, `steps` or `wall_time_ms`.
+        metric: String,
+        /// Used so far.
+        used: f64,
+        /// The limit.
+        limit: f64,
+    },
+    /// A call or step would have gone past a budget, so it was not made.
+    BudgetExceeded {
+        /// `run`, `agent <name>` or `step <id>`.
+        scope: String,
+        /// The metric.
+        metric: String,
+        /// Used so far, in flight included.
+        used: f64,
+        /// What the refused work could have added at most.
+        needed: f64,
+        /// The limit.
+        limit: f64,
+    },
+    /// Input or a tool result holds text that looks like instructions aimed at the agents.
+    SecurityAlert {
+        /// Where it was found: `input <key>` or `tool <name>`.
+        source: String,
+        /// The step, for a tool result.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step: Option<Name>,
+        /// What matched.
+        pattern: String,
+        /// The text around it.
+        excerpt: String,
+    },
+    /// A loop guard stopped work that made no progress.
+    LoopGuard {
+        /// Step id.
+        step: Name,
+        /// Why.
+        reason: String,
+    },
     /// A model call failed.
     ModelFailed {
         /// Step id.
@@ -489,6 +532,10 @@ impl EventKind {
             EventKind::ToolCalled { .. } => "tool_called",
             EventKind::ToolStarted { .. } => "tool_started",
             EventKind::ContextCompressing { .. } => "context_compressing",
+            EventKind::BudgetAlert { .. } => "budget_alert",
+            EventKind::BudgetExceeded { .. } => "budget_exceeded",
+            EventKind::SecurityAlert { .. } => "security_alert",
+            EventKind::LoopGuard { .. } => "loop_guard",
             EventKind::ContextCompressed { .. } => "context_compressed",
             EventKind::ModelFallback { .. } => "model_fallback",
             EventKind::ApprovalRequested { .. } => "approval_requested",

@@ -19,7 +19,7 @@ pub use model::{
     CallPosition, CompletionRequest, CompletionResponse, DeltaSink, DynModel, Model, ModelError,
     StreamDelta, TokenUsage, ToolDef,
 };
-pub use store::{EventObserver, RunRecord, RunStore, StoreError};
+pub use store::{EventObserver, HaltRequest, RunRecord, RunStore, StoreError};
 pub use tool::{DynTool, SideEffect, Tier, Tool, ToolContext, ToolError, ToolSpec};
 
 /// A boxed, sendable future: the return type of the object-safe twins of the traits.

@@ -9,6 +9,17 @@ use crate::id::RunId;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// A request to halt one run, or all (`run: None`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HaltRequest {
+    /// The run, or `None` for every active run.
+    pub run: Option<RunId>,
+    /// When it was made, microseconds since the Unix epoch.
+    pub at_us: u64,
+    /// Why.
+    pub reason: String,
+}
+
 /// What a store knows about a run besides its events.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
@@ -81,6 +92,23 @@ pub trait RunStore: Send + Sync {
     fn cache_put(&self, key: String, value: Value) -> BoxFuture<'_, Result<(), StoreError>> {
         let _ = (key, value);
         Box::pin(std::future::ready(Ok(())))
+    }
+    /// The kill switch: ask every process driving `run` (or, with `None`, every active run) to
+    /// halt it at its next step boundary.
+    fn request_halt(
+        &self,
+        run: Option<RunId>,
+        reason: String,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        let _ = (run, reason);
+        Box::pin(std::future::ready(Err(StoreError::Backend(
+            "this store has no kill switch".into(),
+        ))))
+    }
+    /// Halt requests made at or after `since_us`, oldest first.
+    fn halts_since(&self, since_us: u64) -> BoxFuture<'_, Result<Vec<HaltRequest>, StoreError>> {
+        let _ = since_us;
+        Box::pin(std::future::ready(Ok(Vec::new())))
     }
     /// Delete runs in one of `statuses` last updated before `before_us`, with their events
     /// (retention). Returns how many runs were deleted.

@@ -71,6 +71,7 @@ impl WorkflowBuilder {
                 merge: rule,
                 default,
                 description: String::new(),
+                untrusted: false,
             },
         ));
         self

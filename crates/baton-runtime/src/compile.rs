@@ -167,6 +167,7 @@ pub fn compile(spec: &WorkflowSpec, src: &Source<'_>) -> Result<Workflow, Workfl
             name: name.value.as_str().into(),
             rule: k.merge,
             initial,
+            untrusted: k.untrusted,
         });
     }
     let key_names = || spec.state.0.iter().map(|(k, _)| k.value.as_str());
@@ -332,6 +333,14 @@ pub fn compile(spec: &WorkflowSpec, src: &Source<'_>) -> Result<Workflow, Workfl
     }
     // Tier, policy and effect overrides declared in YAML, by tool name.
     let mut tool_rules: HashMap<String, ToolRules> = HashMap::new();
+    // Tools whose results come from outside.
+    let untrusted_tools: Vec<String> = spec
+        .tools
+        .0
+        .iter()
+        .filter(|(_, t)| t.untrusted)
+        .map(|(n, _)| n.value.clone())
+        .collect();
     for (name, t) in &spec.tools.0 {
         let mut rules = Vec::new();
         for r in &t.policy {
@@ -502,6 +511,7 @@ pub fn compile(spec: &WorkflowSpec, src: &Source<'_>) -> Result<Workflow, Workfl
                         effect: effect.unwrap_or(s.effect),
                         tier,
                         policy,
+                        untrusted: untrusted_tools.contains(&t.value),
                     });
                 }
                 (Some(_), None) => {}
@@ -543,6 +553,7 @@ pub fn compile(spec: &WorkflowSpec, src: &Source<'_>) -> Result<Workflow, Workfl
                 max_turns: a.max_turns.unwrap_or(spec.defaults.max_turns).max(1),
                 temperature: a.temperature,
                 timeout: a.timeout.map(|t| t.0).unwrap_or(spec.defaults.timeout.0),
+                budget: a.budget,
             });
         }
     }
@@ -744,6 +755,13 @@ pub fn compile(spec: &WorkflowSpec, src: &Source<'_>) -> Result<Workflow, Workfl
             timeout: s.timeout.map(|t| t.0).unwrap_or(spec.defaults.timeout.0),
             join,
             impact: s.impact.clone(),
+            budget: s.budget,
+            reads_untrusted: s.reads.0.iter().any(|k| {
+                spec.state
+                    .0
+                    .iter()
+                    .any(|(n, ks)| n.value == k.value && ks.untrusted)
+            }),
         });
     }
 
@@ -875,6 +893,7 @@ pub fn compile(spec: &WorkflowSpec, src: &Source<'_>) -> Result<Workflow, Workfl
         outputs,
         templates,
         defaults: spec.defaults.clone(),
+        budget: spec.budget,
     })
 }
 

@@ -125,6 +125,7 @@ pub struct Runtime {
     observer: Option<Arc<dyn EventObserver>>,
     journal: Journal,
     replay: Option<Arc<ReplayCache>>,
+    kill_poll: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -141,7 +142,15 @@ impl Runtime {
             observer: None,
             journal: Journal::default(),
             replay: None,
+            kill_poll: None,
         }
+    }
+
+    /// Honour the kill switch: every `every`, look in the store for halt requests (`baton kill`)
+    /// made since this process began driving the run, and halt it at that point.
+    pub fn with_kill_switch(mut self, every: std::time::Duration) -> Self {
+        self.kill_poll = Some(every);
+        self
     }
 
     /// Choose when events reach the store.
@@ -316,6 +325,9 @@ impl Runtime {
         started: Instant,
     ) -> Result<RunReport, RunError> {
         let run_id = m.run_id();
+        let parent = self.store.run(run_id).await.ok().and_then(|r| r.parent);
+        let driving_since = now_us();
+        let mut next_poll = self.kill_poll.map(|d| tokio::time::Instant::now() + d);
         let mut inflight: FuturesUnordered<BoxFuture<'static, Input>> = FuturesUnordered::new();
         let mut finished = None;
         let mut pending: Vec<Effect> = initial;
@@ -342,7 +354,21 @@ impl Runtime {
                 self.store.set_status(run_id, status).await?;
                 break;
             }
-            match inflight.next().await {
+            let next = match next_poll {
+                Some(at) => tokio::select! {
+                    input = inflight.next() => input,
+                    _ = tokio::time::sleep_until(at) => {
+                        next_poll = self.kill_poll.map(|d| tokio::time::Instant::now() + d);
+                        let halts = self.store.halts_since(driving_since).await.unwrap_or_default();
+                        if let Some(h) = halts.iter().find(|h| h.run.is_none() || h.run == Some(run_id) || (h.run.is_some() && h.run == parent)) {
+                            pending = m.kill(format!("kill switch: {}", h.reason), now_us());
+                        }
+                        continue;
+                    }
+                },
+                None => inflight.next().await,
+            };
+            match next {
                 Some(input) => queue.push_back(input),
                 None => {
                     self.store.set_status(run_id, RunStatus::Failed).await?;

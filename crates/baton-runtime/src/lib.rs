@@ -24,6 +24,7 @@ pub mod compile;
 pub mod error;
 pub mod executor;
 pub mod expr;
+pub mod guard;
 pub mod loader;
 pub mod machine;
 pub mod registry;

@@ -61,8 +61,8 @@ pub fn load_file_with_models(
 ) -> Result<Arc<Workflow>, WorkflowError> {
     let shown = models_file.display().to_string();
     let text = read_text(models_file, &shown)?;
-    let models: Entries<ModelSpec> = serde_saphyr::from_str(&text)
-        .map_err(|e| located(&shown, &e))?;
+    let models: Entries<ModelSpec> =
+        serde_saphyr::from_str(&text).map_err(|e| located(&shown, &e))?;
     let canon = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
     load_nested(path, registry, vec![canon], Some(models))
 }
@@ -71,13 +71,20 @@ fn read_text(path: &Path, file: &str) -> Result<String, WorkflowError> {
     let meta = std::fs::metadata(path)
         .map_err(|e| WorkflowError::single(file, None, format!("cannot read the file: {e}")))?;
     if meta.is_dir() {
-        return Err(WorkflowError::single(file, None, "this is a directory, not a workflow file"));
+        return Err(WorkflowError::single(
+            file,
+            None,
+            "this is a directory, not a workflow file",
+        ));
     }
     if meta.len() > MAX_FILE_BYTES {
         return Err(WorkflowError::single(
             file,
             None,
-            format!("the file is {} bytes; the limit is {MAX_FILE_BYTES}", meta.len()),
+            format!(
+                "the file is {} bytes; the limit is {MAX_FILE_BYTES}",
+                meta.len()
+            ),
         ));
     }
     let bytes = std::fs::read(path)

@@ -7,6 +7,7 @@
 //! `evolve` rebuilds exactly the machine that wrote them ([`RunMachine::replay`]).
 
 use crate::error::RunError;
+use crate::guard::{self, Cost};
 use crate::registry::{StepFn, StepInput, View};
 use crate::spec::{JoinMode, OnItemError, OnTimeout};
 use crate::state::{MergeError, State};
@@ -251,6 +252,8 @@ struct TaskRt {
     compressing: Option<usize>,
     /// A summary failed: do not try again in this task.
     no_compress: bool,
+    /// The conversation holds untrusted content (an untrusted key, or an untrusted tool's result).
+    tainted: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -300,6 +303,9 @@ pub struct Recorded {
     /// Tool calls (name, arguments) and their results, in order.
     pub tools: Vec<(String, Value, Result<Value, ToolError>)>,
 }
+
+/// Output tokens reserved for a call to a model without `max_tokens`.
+const DEFAULT_MAX_OUTPUT: u32 = 4096;
 
 /// Recent messages kept verbatim when older turns are summarised.
 const KEEP_VERBATIM: usize = 4;
@@ -391,6 +397,16 @@ pub struct RunMachine {
     events: Vec<Event>,
     effects: Vec<Effect>,
     broken: Option<String>,
+    /// Usage per agent and per step, for their budgets (folded from events).
+    agent_usage: HashMap<usize, Cost>,
+    step_usage: HashMap<usize, Cost>,
+    /// Budget alerts already raised: (scope, metric).
+    alerted: Vec<(String, String)>,
+    /// When the run started (from its first event).
+    started_us: u64,
+    /// Worst-case costs reserved by model calls in flight (decided, not folded: a resumed run
+    /// re-reserves for the calls it restarts).
+    reserved: HashMap<u64, (Option<usize>, usize, Cost)>,
 }
 
 impl std::fmt::Debug for RunMachine {
@@ -465,6 +481,11 @@ impl RunMachine {
             events: Vec::new(),
             effects: Vec::new(),
             broken: None,
+            agent_usage: HashMap::new(),
+            step_usage: HashMap::new(),
+            alerted: Vec::new(),
+            started_us: 0,
+            reserved: HashMap::new(),
         }
     }
 
@@ -630,6 +651,7 @@ impl RunMachine {
     fn evolve(&mut self, ev: &Event, hint: Option<usize>) -> Result<(), String> {
         match &ev.kind {
             EventKind::RunStarted { input, .. } => {
+                self.started_us = ev.at_us;
                 if let Value::Object(map) = input {
                     for (k, v) in map {
                         let i = *self
@@ -726,6 +748,7 @@ impl RunMachine {
                         model_idx: 0,
                         compressing: None,
                         no_compress: false,
+                        tainted: self.wf.steps[s].reads_untrusted,
                     },
                 );
             }
@@ -853,6 +876,13 @@ impl RunMachine {
                 ..
             } => {
                 self.count_call(step, agent, model, hint)?;
+                let add = Cost {
+                    cost_usd: *cost_usd,
+                    tokens: output.usage.input_tokens + output.usage.output_tokens,
+                    model_calls: 1,
+                    tool_calls: 0,
+                };
+                self.charge(step, agent, hint, &add)?;
                 self.usage.model_calls += 1;
                 match cache {
                     Some(true) => self.usage.cache_hits += 1,
@@ -891,6 +921,11 @@ impl RunMachine {
             } => {
                 self.usage.model_calls += 1;
                 self.count_call(step, agent, model, hint)?;
+                let add = Cost {
+                    model_calls: 1,
+                    ..Cost::default()
+                };
+                self.charge(step, agent, hint, &add)?;
                 if let Some(t) = self.tasks.get_mut(task)
                     && t.compressing.take().is_some()
                 {
@@ -927,12 +962,29 @@ impl RunMachine {
             }
             EventKind::ToolCalled {
                 task,
+                step,
+                tool,
                 call_id,
                 result,
                 error,
                 ..
             } => {
                 self.usage.tool_calls += 1;
+                let agent = self.agent_of(*task).map(|a| self.wf.agents[a].name.clone());
+                let add = Cost {
+                    tool_calls: 1,
+                    ..Cost::default()
+                };
+                self.charge(step, agent.as_deref().unwrap_or(""), hint, &add)?;
+                let untrusted = self.agent_of(*task).is_some_and(|a| {
+                    self.wf.agents[a]
+                        .tools
+                        .iter()
+                        .any(|t| &t.name == tool && t.untrusted)
+                });
+                if untrusted && let Some(t) = self.tasks.get_mut(task) {
+                    t.tainted = true;
+                }
                 if let Some(t) = self.tasks.get_mut(task) {
                     let msg = Message::tool_result(call_id.clone(), tool_content(result, error));
                     match t
@@ -1028,6 +1080,9 @@ impl RunMachine {
                     t.waits.remove(i);
                 }
             }
+            EventKind::BudgetAlert { scope, metric, .. } => {
+                self.alerted.push((scope.clone(), metric.clone()));
+            }
             EventKind::RunSuspended { reason } => {
                 self.status = RunStatus::Suspended;
                 self.reason = Some(reason.clone());
@@ -1075,6 +1130,134 @@ impl RunMachine {
         Ok(())
     }
 
+    fn charge(
+        &mut self,
+        step: &str,
+        agent: &str,
+        hint: Option<usize>,
+        add: &Cost,
+    ) -> Result<(), String> {
+        let s = self.step_idx(step, hint)?;
+        self.step_usage.entry(s).or_default().add(add);
+        if let Some(a) = self.wf.agents.iter().position(|a| &*a.name == agent) {
+            self.agent_usage.entry(a).or_default().add(add);
+        }
+        Ok(())
+    }
+
+    /// The budgets that apply to work of `task`: (scope, budget, used, reserved in scope).
+    fn scopes(
+        &self,
+        step: usize,
+        agent: Option<usize>,
+    ) -> Vec<(String, crate::spec::BudgetSpec, Cost, Cost)> {
+        let mut out = Vec::new();
+        let sum = |f: &dyn Fn(&(Option<usize>, usize, Cost)) -> bool| {
+            let mut c = Cost::default();
+            for r in self.reserved.values().filter(|r| f(r)) {
+                c.add(&r.2);
+            }
+            c
+        };
+        if let Some(b) = self.wf.budget {
+            out.push(("run".to_string(), b, Cost::of(&self.usage), sum(&|_| true)));
+        }
+        if let Some(a) = agent
+            && let Some(b) = self.wf.agents[a].budget
+        {
+            out.push((
+                format!("agent {}", self.wf.agents[a].name),
+                b,
+                self.agent_usage.get(&a).copied().unwrap_or_default(),
+                sum(&|r| r.0 == Some(a)),
+            ));
+        }
+        if let Some(b) = self.wf.steps[step].budget {
+            out.push((
+                format!("step {}", self.wf.steps[step].name),
+                b,
+                self.step_usage.get(&step).copied().unwrap_or_default(),
+                sum(&|r| r.1 == step),
+            ));
+        }
+        out
+    }
+
+    fn check_budgets(
+        &self,
+        step: usize,
+        agent: Option<usize>,
+        need: &Cost,
+    ) -> Option<guard::Breach> {
+        self.scopes(step, agent)
+            .iter()
+            .find_map(|(scope, b, used, reserved)| guard::check(scope, b, used, reserved, need))
+    }
+
+    /// Record a breach; a run budget halts the run, an agent or step budget fails the task.
+    fn on_breach(&mut self, task: Option<u64>, b: guard::Breach) {
+        self.emit(
+            EventKind::BudgetExceeded {
+                scope: b.scope.clone(),
+                metric: b.metric.to_string(),
+                used: b.used,
+                needed: b.needed,
+                limit: b.limit,
+            },
+            None,
+        );
+        match task {
+            Some(t) if b.scope != "run" => self.fail_task(t, b.reason()),
+            _ => self.halt(b.reason()),
+        }
+    }
+
+    /// Stop the run now: no new work starts, calls in flight are abandoned (the executor drops
+    /// them), and the run is `halted`, resumable from its log.
+    pub fn halt(&mut self, reason: String) {
+        if self.status.is_terminal() {
+            return;
+        }
+        self.emit(
+            EventKind::RunFinished {
+                status: RunStatus::Halted,
+                reason: Some(reason),
+            },
+            None,
+        );
+        self.effects.push(Effect::Finish {
+            status: RunStatus::Halted,
+        });
+    }
+
+    /// Halt from outside (the kill switch); returns the effects (a `Finish`).
+    pub fn kill(&mut self, reason: String, now_us: u64) -> Vec<Effect> {
+        self.now_us = now_us;
+        self.halt(reason);
+        std::mem::take(&mut self.effects)
+    }
+
+    /// Raise an alert for every budget past 80% that has not had one.
+    fn budget_alerts(&mut self, step: usize, agent: Option<usize>) {
+        for (scope, b, used, _) in self.scopes(step, agent) {
+            for (metric, limit, value) in guard::limits(&b) {
+                let u = value(&used);
+                if u >= 0.8 * limit && !self.alerted.iter().any(|(s, m)| s == &scope && m == metric)
+                {
+                    self.emit(
+                        EventKind::BudgetAlert {
+                            scope: scope.clone(),
+                            metric: metric.to_string(),
+                            used: u,
+                            limit,
+                        },
+                        None,
+                    );
+                }
+            }
+        }
+    }
+
     /// A step will not produce a result in this generation: count it against its dependents.
     fn propagate_loss(&mut self, s: usize) {
         let wf = self.wf.clone();
@@ -1099,6 +1282,19 @@ impl RunMachine {
             return Vec::new();
         }
         self.apply_input(input);
+        if let Some(limit) = self.wf.budget.and_then(|b| b.max_wall_time)
+            && self.started_us > 0
+            && now_us.saturating_sub(self.started_us) > limit.0.as_micros() as u64
+        {
+            let b = guard::Breach {
+                scope: "run".into(),
+                metric: "wall_time_ms",
+                used: now_us.saturating_sub(self.started_us) as f64 / 1e3,
+                needed: 0.0,
+                limit: limit.0.as_millis() as f64,
+            };
+            self.on_breach(None, b);
+        }
         self.settle()
     }
 
@@ -1121,6 +1317,25 @@ impl RunMachine {
                 } else {
                     input
                 };
+                let alerts: Vec<(String, (String, String))> = match &input {
+                    Value::Object(map) => map
+                        .iter()
+                        .filter(|(k, _)| {
+                            self.wf
+                                .key_index
+                                .get(*k)
+                                .is_some_and(|i| self.wf.keys[*i].untrusted)
+                        })
+                        .filter_map(|(k, v)| {
+                            let text = match v {
+                                Value::String(s) => s.clone(),
+                                other => other.to_string(),
+                            };
+                            guard::scan(&text).map(|hit| (k.clone(), hit))
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                };
                 self.emit(
                     EventKind::RunStarted {
                         workflow: self.wf.name.clone(),
@@ -1129,6 +1344,17 @@ impl RunMachine {
                     },
                     None,
                 );
+                for (key, (pattern, excerpt)) in alerts {
+                    self.emit(
+                        EventKind::SecurityAlert {
+                            source: format!("input {key}"),
+                            step: None,
+                            pattern,
+                            excerpt,
+                        },
+                        None,
+                    );
+                }
             }
             Input::CodeReturned { task, result, .. } => {
                 if self.tasks.contains_key(&task) {
@@ -1181,6 +1407,30 @@ impl RunMachine {
                     };
                     let step = self.task_step_name(task);
                     let s = self.tasks[&task].step;
+                    let untrusted = self.agent_of(task).is_some_and(|a| {
+                        self.wf.agents[a]
+                            .tools
+                            .iter()
+                            .any(|t| t.name == tool && t.untrusted)
+                    });
+                    if untrusted
+                        && let Some((pattern, excerpt)) = result.as_ref().and_then(|v| {
+                            guard::scan(&match v {
+                                Value::String(s) => s.clone(),
+                                other => other.to_string(),
+                            })
+                        })
+                    {
+                        self.emit(
+                            EventKind::SecurityAlert {
+                                source: format!("tool {tool}"),
+                                step: Some(step.clone()),
+                                pattern,
+                                excerpt,
+                            },
+                            Some(s),
+                        );
+                    }
                     self.emit(
                         EventKind::ToolCalled {
                             step,
@@ -1299,7 +1549,7 @@ impl RunMachine {
 
     fn schedule(&mut self) {
         while let Some(s) = self.candidates.pop_front() {
-            if self.failing {
+            if self.failing || self.status.is_terminal() {
                 continue;
             }
             if self.ready(s) {
@@ -1418,6 +1668,19 @@ impl RunMachine {
     fn start(&mut self, s: usize, round: u32) {
         let wf = self.wf.clone();
         let def = &wf.steps[s];
+        if let Some(max) = wf.budget.and_then(|b| b.max_steps)
+            && self.usage.steps >= max
+        {
+            let b = guard::Breach {
+                scope: "run".into(),
+                metric: "steps",
+                used: self.usage.steps as f64,
+                needed: 1.0,
+                limit: max as f64,
+            };
+            self.on_breach(None, b);
+            return;
+        }
         let visit = self.steps[s].visits + 1;
         if visit > def.max_visits {
             self.steps[s].triggered = false;
@@ -1770,6 +2033,25 @@ impl RunMachine {
             self.fail_task(task, p);
             return;
         }
+        // Loop guard: a step that runs again and changes nothing makes no progress.
+        if self.steps[s].visits >= 2
+            && !updates.is_empty()
+            && updates.iter().all(|u| self.unchanged(u))
+        {
+            let reason = format!(
+                "loop guard: step `{}` ran again (visit {}) and changed no state",
+                def.name, self.steps[s].visits
+            );
+            self.emit(
+                EventKind::LoopGuard {
+                    step: def.name.clone(),
+                    reason: reason.clone(),
+                },
+                Some(s),
+            );
+            self.fail_task(task, reason);
+            return;
+        }
         if !updates.is_empty() {
             self.emit(
                 EventKind::StateUpdated {
@@ -1808,6 +2090,29 @@ impl RunMachine {
                 },
                 Some(s),
             );
+        }
+    }
+
+    /// Whether a write would leave its key as it is.
+    fn unchanged(&self, u: &KeyUpdate) -> bool {
+        let Some(&k) = self.wf.key_index.get(&*u.key) else {
+            return false;
+        };
+        let cur = &**self.state.get(k);
+        match self.wf.keys[k].rule {
+            crate::spec::MergeRule::Replace => cur == &u.value,
+            crate::spec::MergeRule::Merge => match (&u.value, cur) {
+                (Value::Object(new), Value::Object(old)) => {
+                    new.iter().all(|(ek, ev)| old.get(ek) == Some(ev))
+                }
+                _ => false,
+            },
+            crate::spec::MergeRule::Max => match (u.value.as_f64(), cur.as_f64()) {
+                (Some(n), Some(c)) => n <= c,
+                _ => false,
+            },
+            crate::spec::MergeRule::Append => u.value.as_array().is_some_and(Vec::is_empty),
+            crate::spec::MergeRule::Sum => u.value.as_f64() == Some(0.0),
         }
     }
 
@@ -2001,6 +2306,28 @@ impl RunMachine {
         let Some(request) = self.build_request(task) else {
             return;
         };
+        // Reserve the call's worst case before it is sent: its prompt, and as many output
+        // tokens as the model may write.
+        let input = estimate_tokens(&request.messages)
+            + request
+                .tools
+                .iter()
+                .map(|t| (t.parameters.to_string().len() + t.description.len()) as u64 / 4 + 8)
+                .sum::<u64>();
+        let output = u64::from(m.max_tokens.unwrap_or(DEFAULT_MAX_OUTPUT));
+        let need = Cost {
+            cost_usd: input as f64 * m.price.input_per_mtok / 1e6
+                + output as f64 * m.price.output_per_mtok / 1e6,
+            tokens: input + output,
+            model_calls: 1,
+            tool_calls: 0,
+        };
+        let step = t.step;
+        if let Some(b) = self.check_budgets(step, Some(agent), &need) {
+            self.on_breach(Some(task), b);
+            return;
+        }
+        self.reserved.insert(task, (Some(agent), step, need));
         self.effects.push(Effect::CallModel {
             task,
             model: m.model.clone(),
@@ -2061,6 +2388,7 @@ impl RunMachine {
         replayed: bool,
         cache: Option<bool>,
     ) {
+        self.reserved.remove(&task);
         let Some(ai) = self.agent_of(task) else {
             return;
         };
@@ -2190,6 +2518,7 @@ impl RunMachine {
                     },
                     Some(s),
                 );
+                self.budget_alerts(s, Some(ai));
                 if compressing {
                     let after = self.tasks.get(&task).map_or(0, |t| {
                         let first = first_turn(&t.history);
@@ -2333,6 +2662,37 @@ impl RunMachine {
             reject(self, error, call);
             return;
         }
+        // Loop guard: the same tool with the same arguments again and again makes no progress.
+        let repeats = self.tasks.get(&task).map_or(0, |t| {
+            t.history
+                .iter()
+                .flat_map(|m| m.tool_calls.iter())
+                .filter(|c| c.name == call.name && c.args == call.args)
+                .count()
+        });
+        if repeats as u32 >= wf.defaults.loop_guard_repeats.max(2) {
+            let reason = format!(
+                "loop guard: `{}` was called {repeats} times with the same arguments {}",
+                call.name, call.args
+            );
+            self.emit(
+                EventKind::LoopGuard {
+                    step: step.clone(),
+                    reason: reason.clone(),
+                },
+                Some(s),
+            );
+            self.fail_task(task, reason);
+            return;
+        }
+        let need = Cost {
+            tool_calls: 1,
+            ..Cost::default()
+        };
+        if let Some(b) = self.check_budgets(s, Some(ai), &need) {
+            self.on_breach(Some(task), b);
+            return;
+        }
         // Tier: the tool's own, raised by any policy rule whose condition holds. Rules see the
         // arguments and the run's state (trusted data), never what an agent claims.
         let mut tier = tr.tier;
@@ -2357,6 +2717,12 @@ impl RunMachine {
                     break;
                 }
             }
+        }
+        // An agent whose context holds untrusted content gets no side effect without a human.
+        let tainted = self.tasks.get(&task).is_some_and(|t| t.tainted);
+        if tainted && tr.effect != SideEffect::ReadOnly && tier == Tier::Auto {
+            tier = Tier::Approve;
+            why = "the agent's context holds untrusted content".into();
         }
         match tier {
             Tier::Forbid => {

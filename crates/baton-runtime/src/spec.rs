@@ -278,6 +278,9 @@ pub struct KeySpec {
     pub default: Option<Value>,
     /// What the key holds.
     pub description: String,
+    /// The value comes from outside (an e-mail, a web page): agents that read it get no
+    /// side-effecting tools without a human's approval.
+    pub untrusted: bool,
 }
 
 #[derive(Deserialize)]
@@ -289,6 +292,8 @@ struct KeySpecFull {
     default: Option<Value>,
     #[serde(default)]
     description: String,
+    #[serde(default)]
+    untrusted: bool,
 }
 
 impl<'de> Deserialize<'de> for KeySpec {
@@ -315,6 +320,7 @@ impl<'de> Deserialize<'de> for KeySpec {
                     merge: f.merge,
                     default: f.default,
                     description: f.description,
+                    untrusted: f.untrusted,
                 })
             }
         }
@@ -407,6 +413,9 @@ pub struct AgentSpec {
     /// Per-call timeout.
     #[serde(default)]
     pub timeout: Option<DurationSpec>,
+    /// What this agent may consume in the run.
+    #[serde(default)]
+    pub budget: Option<BudgetSpec>,
 }
 
 /// A tool declared in the workflow.
@@ -434,6 +443,35 @@ pub struct ToolDecl {
     /// Rules that raise the tier from the arguments (and trusted state).
     #[serde(default)]
     pub policy: Vec<PolicyRule>,
+    /// Its results come from outside (web pages, e-mails): they mark the agent's context as
+    /// untrusted and are scanned for instructions aimed at the agents.
+    #[serde(default)]
+    pub untrusted: bool,
+}
+
+/// Limits on what a run, an agent or a step may consume. Model calls reserve their worst case
+/// before they are sent, so concurrent agents cannot overspend together.
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetSpec {
+    /// US dollars.
+    #[serde(default)]
+    pub max_cost_usd: Option<f64>,
+    /// Input plus output tokens.
+    #[serde(default)]
+    pub max_tokens: Option<u64>,
+    /// Model calls.
+    #[serde(default)]
+    pub max_model_calls: Option<u64>,
+    /// Tool calls.
+    #[serde(default)]
+    pub max_tool_calls: Option<u64>,
+    /// Steps started (run budget only).
+    #[serde(default)]
+    pub max_steps: Option<u64>,
+    /// Wall time from the run's start (run budget only).
+    #[serde(default)]
+    pub max_wall_time: Option<DurationSpec>,
 }
 
 /// A rule raising a tool call's tier: `when` the CEL condition over `args` (and state keys)
@@ -697,6 +735,9 @@ pub struct StepSpec {
     /// What is lost if this step fails (shown in the result).
     #[serde(default)]
     pub impact: Option<String>,
+    /// What this step may consume (all its visits and items together).
+    #[serde(default)]
+    pub budget: Option<BudgetSpec>,
 }
 
 /// Workflow-wide defaults.
@@ -717,6 +758,9 @@ pub struct Defaults {
     pub timeout: DurationSpec,
     /// Bound on sub-workflow nesting.
     pub max_depth: u32,
+    /// Loop guard: an agent calling the same tool with the same arguments this many times in
+    /// one turn is stopped.
+    pub loop_guard_repeats: u32,
 }
 
 impl Default for Defaults {
@@ -729,6 +773,7 @@ impl Default for Defaults {
             output_repairs: 1,
             timeout: DurationSpec(Duration::from_secs(120)),
             max_depth: 4,
+            loop_guard_repeats: 3,
         }
     }
 }
@@ -763,6 +808,9 @@ pub struct WorkflowSpec {
     /// Entry steps (default: steps with no needs that no transition targets).
     #[serde(default)]
     pub start: OneOrMany<Loc<String>>,
+    /// What one run may consume; past it the run halts (exit 5) with its partial results.
+    #[serde(default)]
+    pub budget: Option<BudgetSpec>,
     /// Defaults.
     #[serde(default)]
     pub defaults: Defaults,

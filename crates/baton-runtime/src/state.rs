@@ -211,6 +211,7 @@ mod tests {
             name: "k".into(),
             rule,
             initial,
+            untrusted: false,
         }
     }
 

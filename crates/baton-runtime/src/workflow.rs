@@ -30,6 +30,7 @@ pub struct Workflow {
     pub(crate) outputs: Vec<usize>,
     pub(crate) templates: Templates,
     pub(crate) defaults: Defaults,
+    pub(crate) budget: Option<crate::spec::BudgetSpec>,
 }
 
 impl std::fmt::Debug for Workflow {
@@ -90,6 +91,7 @@ pub struct KeyDef {
     pub(crate) name: Name,
     pub(crate) rule: MergeRule,
     pub(crate) initial: Value,
+    pub(crate) untrusted: bool,
 }
 
 /// A tool as an agent may use it: the implementation and its argument validator.
@@ -101,6 +103,7 @@ pub struct ToolRef {
     pub(crate) effect: baton_core::SideEffect,
     pub(crate) tier: baton_core::Tier,
     pub(crate) policy: Arc<[PolicyDef]>,
+    pub(crate) untrusted: bool,
 }
 
 /// A compiled policy rule.
@@ -122,6 +125,7 @@ pub struct AgentDef {
     pub(crate) max_turns: u32,
     pub(crate) temperature: Option<f32>,
     pub(crate) timeout: Duration,
+    pub(crate) budget: Option<crate::spec::BudgetSpec>,
 }
 
 /// What a step (or a map item) does.
@@ -242,6 +246,9 @@ pub struct StepDef {
     pub(crate) timeout: Duration,
     pub(crate) join: JoinDef,
     pub(crate) impact: Option<String>,
+    pub(crate) budget: Option<crate::spec::BudgetSpec>,
+    /// The step reads a key marked untrusted.
+    pub(crate) reads_untrusted: bool,
 }
 
 impl StepDef {

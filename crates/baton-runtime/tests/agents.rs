@@ -229,13 +229,16 @@ agents:
 
 #[tokio::test]
 async fn turn_bound_stops_an_agent_that_never_answers() {
+    // Different arguments every turn: only the turn bound can stop it.
     let f = fixture(
         r#"
 agents:
   researcher:
-    replies:
-      - tool_calls: [{name: lookup, args: {name: ACME}}]
-    then: repeat_last
+    - tool_calls: [{name: lookup, args: {name: A}}]
+    - tool_calls: [{name: lookup, args: {name: B}}]
+    - tool_calls: [{name: lookup, args: {name: C}}]
+    - tool_calls: [{name: lookup, args: {name: D}}]
+    - tool_calls: [{name: lookup, args: {name: E}}]
   scorer: []
 "#,
     );
@@ -247,6 +250,34 @@ agents:
         report.failed_steps
     );
     assert_eq!(f.calls.load(Ordering::SeqCst), 4);
+}
+
+#[tokio::test]
+async fn loop_guard_stops_the_same_call_repeated() {
+    let f = fixture(
+        r#"
+agents:
+  researcher:
+    replies:
+      - tool_calls: [{name: lookup, args: {name: ACME}}]
+    then: repeat_last
+  scorer: []
+"#,
+    );
+    let (report, events) = run(&f).await;
+    assert_eq!(report.status, RunStatus::Failed);
+    let e = &report.failed_steps[0].error;
+    assert!(e.contains("loop guard") && e.contains("3 times"), "{e}");
+    assert_eq!(
+        f.calls.load(Ordering::SeqCst),
+        2,
+        "the third identical call did not run"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, EventKind::LoopGuard { .. }))
+    );
 }
 
 /// Fallback chains, the response cache, and context compression, through YAML models built by
@@ -415,7 +446,7 @@ steps:
         let script = format!(
             "agents:\n  a:\n{}    - text: done\n",
             (0..6)
-                .map(|i| format!("    - text: \"{long} {i}\"\n      tool_calls: [{{name: lookup, args: {{name: ACME}}}}]\n"))
+                .map(|i| format!("    - text: \"{long} {i}\"\n      tool_calls: [{{name: lookup, args: {{name: ACME{i}}}}}]\n"))
                 .collect::<String>()
         );
         let scribe = "agents:\n  a:\n    replies: [{text: \"ACME makes rockets; 6 lookups done.\"}]\n    then: repeat_last\n";

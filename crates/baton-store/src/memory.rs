@@ -20,6 +20,7 @@ struct Entry {
 pub struct MemoryStore {
     runs: Mutex<HashMap<RunId, Entry>>,
     cache: Mutex<HashMap<String, serde_json::Value>>,
+    halts: Mutex<Vec<baton_core::HaltRequest>>,
 }
 
 impl MemoryStore {
@@ -122,6 +123,29 @@ impl std::fmt::Debug for MemoryStore {
 }
 
 impl RunStore for MemoryStore {
+    fn request_halt(
+        &self,
+        run: Option<RunId>,
+        reason: String,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        let mut h = self.halts.lock().unwrap_or_else(|p| p.into_inner());
+        h.push(baton_core::HaltRequest {
+            run,
+            at_us: crate::now_us(),
+            reason,
+        });
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn halts_since(
+        &self,
+        since_us: u64,
+    ) -> BoxFuture<'_, Result<Vec<baton_core::HaltRequest>, StoreError>> {
+        let h = self.halts.lock().unwrap_or_else(|p| p.into_inner());
+        let out = h.iter().filter(|x| x.at_us >= since_us).cloned().collect();
+        Box::pin(std::future::ready(Ok(out)))
+    }
+
     fn cache_get(
         &self,
         key: String,

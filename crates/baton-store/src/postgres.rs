@@ -363,6 +363,51 @@ fn record(row: &PgRow) -> Result<RunRecord, StoreError> {
 }
 
 impl RunStore for PostgresStore {
+    fn request_halt(
+        &self,
+        run: Option<RunId>,
+        reason: String,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            sqlx::query("INSERT INTO halts (run_id, at_us, reason) VALUES ($1, $2, $3)")
+                .bind(run.map(|r| r.0))
+                .bind(clamp_i64(crate::now_us()))
+                .bind(reason)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| err("halts", run, e))?;
+            Ok(())
+        })
+    }
+
+    fn halts_since(
+        &self,
+        since_us: u64,
+    ) -> BoxFuture<'_, Result<Vec<baton_core::HaltRequest>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT run_id, at_us, reason FROM halts WHERE at_us >= $1 ORDER BY id",
+            )
+            .bind(clamp_i64(since_us))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| err("halts", None, e))?;
+            Ok(rows
+                .iter()
+                .filter_map(|r| {
+                    let run: Option<uuid::Uuid> = sqlx::Row::try_get(r, 0).ok()?;
+                    let at: i64 = sqlx::Row::try_get(r, 1).ok()?;
+                    let reason: String = sqlx::Row::try_get(r, 2).ok()?;
+                    Some(baton_core::HaltRequest {
+                        run: run.map(RunId),
+                        at_us: at.max(0) as u64,
+                        reason,
+                    })
+                })
+                .collect())
+        })
+    }
+
     fn cache_get(
         &self,
         key: String,

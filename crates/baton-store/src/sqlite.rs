@@ -527,6 +527,54 @@ fn record(row: &SqliteRow) -> Result<RunRecord, StoreError> {
 }
 
 impl RunStore for SqliteStore {
+    fn request_halt(
+        &self,
+        run: Option<RunId>,
+        reason: String,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.write(
+                sqlx::query("INSERT INTO halts (run_id, at_us, reason) VALUES (?1, ?2, ?3)")
+                    .bind(run.map(|r| r.0))
+                    .bind(crate::now_us() as i64)
+                    .bind(reason),
+            )
+            .await
+            .map_err(|e| err("halts", run, e))?;
+            Ok(())
+        })
+    }
+
+    fn halts_since(
+        &self,
+        since_us: u64,
+    ) -> BoxFuture<'_, Result<Vec<baton_core::HaltRequest>, StoreError>> {
+        Box::pin(async move {
+            let rows = self
+                .read_all(
+                    sqlx::query(
+                        "SELECT run_id, at_us, reason FROM halts WHERE at_us >= ?1 ORDER BY id",
+                    )
+                    .bind(since_us as i64),
+                )
+                .await
+                .map_err(|e| err("halts", None, e))?;
+            Ok(rows
+                .iter()
+                .filter_map(|r| {
+                    let run: Option<uuid::Uuid> = sqlx::Row::try_get(r, 0).ok()?;
+                    let at: i64 = sqlx::Row::try_get(r, 1).ok()?;
+                    let reason: String = sqlx::Row::try_get(r, 2).ok()?;
+                    Some(baton_core::HaltRequest {
+                        run: run.map(RunId),
+                        at_us: at.max(0) as u64,
+                        reason,
+                    })
+                })
+                .collect())
+        })
+    }
+
     fn cache_get(
         &self,
         key: String,

@@ -507,3 +507,37 @@ pub async fn prune(
     println!("deleted {n} run(s) last updated before {}", time(cutoff));
     Ok(0)
 }
+
+pub async fn kill(
+    store: &StoreSpec,
+    run: Option<&str>,
+    all: bool,
+    reason: String,
+) -> anyhow::Result<u8> {
+    let target = match (run, all) {
+        (Some(_), true) | (None, false) => invalid!("name one run, or pass --all"),
+        (Some(r), false) => match parse_run(r) {
+            Ok(id) => Some(id),
+            Err(e) => invalid!("{e}"),
+        },
+        (None, true) => None,
+    };
+    let store = store.open().await?;
+    if let Some(id) = target {
+        match find(store.as_ref(), id).await {
+            Ok(r) if r.status != RunStatus::Running => {
+                invalid!("run {id} is {}, not running", r.status)
+            }
+            Ok(_) => {}
+            Err(e) => invalid!("{e}"),
+        }
+    }
+    store.request_halt(target, reason).await?;
+    match target {
+        Some(id) => println!("halt requested for run {id}; it stops at its next step boundary"),
+        None => {
+            println!("halt requested for every active run; each stops at its next step boundary")
+        }
+    }
+    Ok(0)
+}

@@ -110,6 +110,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Events { run, follow, json } => inspect::events(&store, &run, follow, json).await,
         Command::Checkpoints { run } => inspect::checkpoints(&store, &run).await,
         Command::Diff { a, b } => inspect::diff(&store, &a, &b).await,
+        Command::Kill { run, all, reason } => {
+            inspect::kill(&store, run.as_deref(), all, reason).await
+        }
         Command::Prune {
             older_than,
             include_failed,

@@ -28,7 +28,8 @@ pub async fn runtime(
     store: &StoreSpec,
     quiet: bool,
 ) -> anyhow::Result<(Runtime, Option<Arc<Progress>>)> {
-    let mut runtime = Runtime::new(store.open().await?);
+    let mut runtime =
+        Runtime::new(store.open().await?).with_kill_switch(std::time::Duration::from_millis(200));
     let progress = (!quiet).then(|| Arc::new(Progress::new()));
     if let Some(p) = &progress {
         runtime = runtime.with_observer(p.clone());

@@ -1,0 +1,8 @@
+-- The kill switch: requests to halt one run (run_id) or every active run (run_id NULL).
+CREATE TABLE halts (
+    id BIGSERIAL PRIMARY KEY,
+    run_id UUID,
+    at_us BIGINT NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE INDEX halts_by_time ON halts (at_us);
