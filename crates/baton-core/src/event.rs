@@ -318,6 +318,15 @@ pub enum EventKind {
         /// The text around it.
         excerpt: String,
     },
+    /// A circuit breaker changed state (shared by every run of the process).
+    CircuitBreaker {
+        /// The model (or tool) it guards.
+        target: String,
+        /// Previous state: closed, open, half_open.
+        from: String,
+        /// New state.
+        to: String,
+    },
     /// A loop guard stopped work that made no progress.
     LoopGuard {
         /// Step id.
@@ -536,6 +545,7 @@ impl EventKind {
             EventKind::BudgetExceeded { .. } => "budget_exceeded",
             EventKind::SecurityAlert { .. } => "security_alert",
             EventKind::LoopGuard { .. } => "loop_guard",
+            EventKind::CircuitBreaker { .. } => "circuit_breaker",
             EventKind::ContextCompressed { .. } => "context_compressed",
             EventKind::ModelFallback { .. } => "model_fallback",
             EventKind::ApprovalRequested { .. } => "approval_requested",

@@ -208,6 +208,12 @@ pub fn compile(spec: &WorkflowSpec, src: &Source<'_>) -> Result<Workflow, Workfl
         match factory.build(&alias.value, m, &src.base_dir) {
             Ok(model) => {
                 let (price, window) = factory.defaults(m);
+                let key = format!(
+                    "{}|{}|{}",
+                    m.provider.value,
+                    m.model.as_deref().unwrap_or(&alias.value),
+                    m.base_url.as_deref().unwrap_or("")
+                );
                 models.insert(
                     alias.value.clone(),
                     ModelEntry {
@@ -219,6 +225,14 @@ pub fn compile(spec: &WorkflowSpec, src: &Source<'_>) -> Result<Workflow, Workfl
                         context_window: m.context_window.or(window),
                         compress_at: m.compress_at.unwrap_or(0.8).clamp(0.05, 1.0),
                         summarizer: None,
+                        limit: m
+                            .max_concurrency
+                            .map(|n| crate::limits::semaphore(&key, n as usize)),
+                        breaker: Some(crate::limits::Breaker::shared(
+                            &key,
+                            m.breaker_failures.unwrap_or(5),
+                            m.breaker_cooldown.map_or(Duration::from_secs(30), |d| d.0),
+                        )),
                     },
                 );
             }

@@ -431,6 +431,8 @@ impl Runtime {
                 request,
                 timeout,
                 cache,
+                limit,
+                breaker,
             } => {
                 if let Some(resp) = self.replay.as_ref().and_then(|c| c.model(&request)) {
                     queue.push_back(Input::ModelReplied {
@@ -439,6 +441,7 @@ impl Runtime {
                         duration_us: 0,
                         replayed: true,
                         cache: None,
+                        breaker: None,
                     });
                     return;
                 }
@@ -459,7 +462,35 @@ impl Runtime {
                             duration_us: t0.elapsed().as_micros() as u64,
                             replayed: false,
                             cache: Some(true),
+                            breaker: None,
                         };
+                    }
+                    // Wait for a permit of the model's concurrency limit (shared by all runs).
+                    let _permit = match &limit {
+                        Some(sem) => sem.clone().acquire_owned().await.ok(),
+                        None => None,
+                    };
+                    let target = request.model.clone();
+                    let mut change = None;
+                    if let Some(b) = &breaker {
+                        match b.admit() {
+                            crate::limits::Admit::No => {
+                                return Input::ModelReplied {
+                                    task,
+                                    result: Err(ModelError::Http {
+                                        status: 503,
+                                        message: format!(
+                                            "circuit breaker open for `{target}`: the provider failed repeatedly; calls resume after its cool-down"
+                                        ),
+                                    }),
+                                    duration_us: t0.elapsed().as_micros() as u64,
+                                    replayed: false,
+                                    cache: None,
+                                    breaker: None,
+                                };
+                            }
+                            crate::limits::Admit::Yes(c) => change = c,
+                        }
                     }
                     let call = match observer {
                         Some(o) => {
@@ -481,12 +512,22 @@ impl Runtime {
                         // A cache that cannot be written costs only a later miss.
                         let _ = store.cache_put(k, v).await;
                     }
+                    if let Some(b) = &breaker {
+                        let ok = match &result {
+                            Ok(_) => true,
+                            Err(e) => !e.is_retryable(),
+                        };
+                        change = b.record(ok).or(change);
+                    }
                     Input::ModelReplied {
                         task,
                         result,
                         duration_us: t0.elapsed().as_micros() as u64,
                         replayed: false,
                         cache: key.map(|_| false),
+                        breaker: change.map(|(f, t)| {
+                            (target.clone(), f.as_str().to_string(), t.as_str().to_string())
+                        }),
                     }
                 }))
             }

@@ -73,9 +73,12 @@ fn round(x: f64) -> f64 {
     (x * 1e6).round() / 1e6
 }
 
+/// One limited metric: its name, the limit, and how to read it from a cost.
+pub type Limit = (&'static str, f64, fn(&Cost) -> f64);
+
 /// The metrics a budget limits, with the limit, and the value of a cost for each.
-pub fn limits(b: &BudgetSpec) -> Vec<(&'static str, f64, fn(&Cost) -> f64)> {
-    let mut out: Vec<(&'static str, f64, fn(&Cost) -> f64)> = Vec::new();
+pub fn limits(b: &BudgetSpec) -> Vec<Limit> {
+    let mut out: Vec<Limit> = Vec::new();
     if let Some(l) = b.max_cost_usd {
         out.push(("cost_usd", l, |c| c.cost_usd));
     }

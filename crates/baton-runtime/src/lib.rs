@@ -25,6 +25,7 @@ pub mod error;
 pub mod executor;
 pub mod expr;
 pub mod guard;
+pub mod limits;
 pub mod loader;
 pub mod machine;
 pub mod registry;

@@ -52,6 +52,8 @@ pub enum Input {
         replayed: bool,
         /// The response cache: hit, miss, or not used.
         cache: Option<bool>,
+        /// A circuit-breaker state change this call caused: (model, from, to).
+        breaker: Option<(String, String, String)>,
     },
     /// A tool call returned.
     ToolReturned {
@@ -130,6 +132,10 @@ pub enum Effect {
         timeout: Duration,
         /// Look in the response cache first (and store the reply there).
         cache: bool,
+        /// Concurrency limit to wait on.
+        limit: Option<Arc<tokio::sync::Semaphore>>,
+        /// Circuit breaker to ask and tell.
+        breaker: Option<Arc<crate::limits::Breaker>>,
     },
     /// Call a tool (arguments already validated).
     CallTool {
@@ -304,6 +310,25 @@ pub struct Recorded {
     pub tools: Vec<(String, Value, Result<Value, ToolError>)>,
 }
 
+/// A number in [0, 1) drawn from the run, the task and the attempt (FNV-1a).
+fn jitter(run: RunId, task: u64, attempt: u32) -> f64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in run
+        .0
+        .as_bytes()
+        .iter()
+        .chain(task.to_le_bytes().iter())
+        .chain(attempt.to_le_bytes().iter())
+    {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// A model call's reserved worst case: (agent, step, cost).
+type Reservation = (Option<usize>, usize, Cost);
+
 /// Output tokens reserved for a call to a model without `max_tokens`.
 const DEFAULT_MAX_OUTPUT: u32 = 4096;
 
@@ -406,7 +431,7 @@ pub struct RunMachine {
     started_us: u64,
     /// Worst-case costs reserved by model calls in flight (decided, not folded: a resumed run
     /// re-reserves for the calls it restarts).
-    reserved: HashMap<u64, (Option<usize>, usize, Cost)>,
+    reserved: HashMap<u64, Reservation>,
 }
 
 impl std::fmt::Debug for RunMachine {
@@ -1152,7 +1177,7 @@ impl RunMachine {
         agent: Option<usize>,
     ) -> Vec<(String, crate::spec::BudgetSpec, Cost, Cost)> {
         let mut out = Vec::new();
-        let sum = |f: &dyn Fn(&(Option<usize>, usize, Cost)) -> bool| {
+        let sum = |f: &dyn Fn(&Reservation) -> bool| {
             let mut c = Cost::default();
             for r in self.reserved.values().filter(|r| f(r)) {
                 c.add(&r.2);
@@ -1370,7 +1395,11 @@ impl RunMachine {
                 duration_us,
                 replayed,
                 cache,
+                breaker,
             } => {
+                if let Some((target, from, to)) = breaker {
+                    self.emit(EventKind::CircuitBreaker { target, from, to }, None);
+                }
                 if self.tasks.contains_key(&task) {
                     self.on_model(task, result, duration_us, replayed, cache);
                 }
@@ -2299,6 +2328,8 @@ impl RunMachine {
                     request,
                     timeout,
                     cache: false,
+                    limit: summarizer.limit.clone(),
+                    breaker: summarizer.breaker.clone(),
                 });
                 return;
             }
@@ -2334,6 +2365,8 @@ impl RunMachine {
             request,
             timeout,
             cache: m.cache,
+            limit: m.limit.clone(),
+            breaker: m.breaker.clone(),
         });
     }
 
@@ -2458,8 +2491,13 @@ impl RunMachine {
                     );
                     self.call_model(task);
                 } else if retry {
+                    // Exponential backoff with jitter (a deterministic draw from the run, the
+                    // task and the attempt, so that a replay agrees): between half and all of
+                    // base * 2^(attempt-1), so that agents that failed together retry apart.
                     let base = wf.defaults.retry_backoff.0;
-                    let delay = base.saturating_mul(1u32 << (attempt - 1).min(16));
+                    let full = base.saturating_mul(1u32 << (attempt - 1).min(16));
+                    let draw = jitter(self.run_id, task, attempt);
+                    let delay = full.mul_f64(0.5 + 0.5 * draw);
                     self.emit(
                         EventKind::Retry {
                             step: step.clone(),

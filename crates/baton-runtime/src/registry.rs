@@ -111,6 +111,10 @@ pub struct ModelEntry {
     pub compress_at: f64,
     /// The model that writes summaries (`None`: this one).
     pub summarizer: Option<Box<ModelEntry>>,
+    /// Concurrency limit shared by every run of the process.
+    pub limit: Option<Arc<tokio::sync::Semaphore>>,
+    /// Circuit breaker shared by every run of the process.
+    pub breaker: Option<Arc<crate::limits::Breaker>>,
 }
 
 impl ModelEntry {
@@ -125,6 +129,8 @@ impl ModelEntry {
             context_window: None,
             compress_at: 0.8,
             summarizer: None,
+            limit: None,
+            breaker: None,
         }
     }
 

@@ -371,6 +371,15 @@ pub struct ModelSpec {
     /// The model alias that writes summaries (default: this model).
     #[serde(default)]
     pub summarizer: Option<Loc<String>>,
+    /// Calls in flight at once to this model, across every run of the process.
+    #[serde(default)]
+    pub max_concurrency: Option<u32>,
+    /// Consecutive retryable failures that open the model's circuit breaker (default 5).
+    #[serde(default)]
+    pub breaker_failures: Option<u32>,
+    /// How long an open breaker refuses calls before one trial (default 30s).
+    #[serde(default)]
+    pub breaker_cooldown: Option<DurationSpec>,
 }
 
 /// Price of a model, US dollars per million tokens.
