@@ -432,6 +432,10 @@ pub struct RunMachine {
     /// Worst-case costs reserved by model calls in flight (decided, not folded: a resumed run
     /// re-reserves for the calls it restarts).
     reserved: HashMap<u64, Reservation>,
+    /// A run budget is spent: nothing new starts; the run halts when what is in flight is in.
+    halting: Option<String>,
+    /// Tasks that wanted a model call the run budget could not cover (decided, not folded).
+    parked: Vec<u64>,
 }
 
 impl std::fmt::Debug for RunMachine {
@@ -511,6 +515,8 @@ impl RunMachine {
             alerted: Vec::new(),
             started_us: 0,
             reserved: HashMap::new(),
+            halting: None,
+            parked: Vec::new(),
         }
     }
 
@@ -1105,6 +1111,10 @@ impl RunMachine {
                     t.waits.remove(i);
                 }
             }
+            EventKind::BudgetExceeded { scope, metric, limit, .. } if scope == "run" => {
+                self.halting
+                    .get_or_insert_with(|| format!("run budget exceeded: {metric} limit {limit}"));
+            }
             EventKind::BudgetAlert { scope, metric, .. } => {
                 self.alerted.push((scope.clone(), metric.clone()));
             }
@@ -1233,7 +1243,17 @@ impl RunMachine {
         );
         match task {
             Some(t) if b.scope != "run" => self.fail_task(t, b.reason()),
-            _ => self.halt(b.reason()),
+            Some(t) => {
+                // The run budget cannot cover this call: it waits (a resume with a larger
+                // budget continues it), and the run halts once the calls in flight are in.
+                self.halting = Some(b.reason());
+                if !self.parked.contains(&t) {
+                    self.parked.push(t);
+                }
+            }
+            None => {
+                self.halting = Some(b.reason());
+            }
         }
     }
 
@@ -1578,7 +1598,7 @@ impl RunMachine {
 
     fn schedule(&mut self) {
         while let Some(s) = self.candidates.pop_front() {
-            if self.failing || self.status.is_terminal() {
+            if self.failing || self.status.is_terminal() || self.halting.is_some() {
                 continue;
             }
             if self.ready(s) {
@@ -1620,7 +1640,20 @@ impl RunMachine {
     }
 
     fn maybe_finish(&mut self) {
-        if self.status.is_terminal() || !self.candidates.is_empty() {
+        if self.status.is_terminal() {
+            return;
+        }
+        if let Some(reason) = self.halting.clone()
+            && self
+                .tasks
+                .iter()
+                .all(|(id, t)| self.parked.contains(id) || blocked(t) || self.is_idle_map(t))
+        {
+            self.candidates.clear();
+            self.halt(reason);
+            return;
+        }
+        if !self.candidates.is_empty() {
             return;
         }
         if !self.tasks.is_empty() {
@@ -2122,6 +2155,11 @@ impl RunMachine {
         }
     }
 
+    /// A map step's own task waits only for its items.
+    fn is_idle_map(&self, t: &TaskRt) -> bool {
+        t.item.is_none() && matches!(self.wf.steps[t.step].kind, StepKind::Map(_))
+    }
+
     /// Whether a write would leave its key as it is.
     fn unchanged(&self, u: &KeyUpdate) -> bool {
         let Some(&k) = self.wf.key_index.get(&*u.key) else {
@@ -2333,6 +2371,12 @@ impl RunMachine {
                 });
                 return;
             }
+        }
+        if self.halting.is_some() {
+            if !self.parked.contains(&task) {
+                self.parked.push(task);
+            }
+            return;
         }
         let Some(request) = self.build_request(task) else {
             return;
@@ -3021,6 +3065,9 @@ impl RunMachine {
             .filter(|id| !blocked(&self.tasks[id]))
             .collect();
         self.emit(EventKind::RunResumed { restarted }, None);
+        // A resumed run gets a fresh look at its budgets (they may have been raised).
+        self.halting = None;
+        self.parked.clear();
         let wf = self.wf.clone();
         // Timers keep their original due time.
         let mut timers: Vec<(u64, u64)> = self
