@@ -8,11 +8,10 @@
 //! default `1000 10000 100000`, each followed by a `W4-floor` line: the same sleeps with no
 //! framework); no workload named = W1 W2a W2b W4. W1 also prints the 10-step variant and a
 //! `W1-diag` line (NullStore). Hidden, for profiling: `--one W1-100` (the headline W1 case
-//! alone), `--one W4-floor --concurrency N`. Every workload (and every
-//! W4 concurrency) runs in a child process, this binary re-executed with the hidden arguments
-//! `--one W [--concurrency N]`, so each line's peak RSS is that workload's alone. The parent
-//! relays the child's lines. `--runs-scale F` (or `RUNS_SCALE=F`) multiplies the run counts, for
-//! smoke tests.
+//! alone), `--one W4-floor --concurrency N`. Every workload (and every W4 concurrency) runs in
+//! a child process, this binary re-executed with the hidden arguments `--one W [--concurrency
+//! N]`, so each line's peak RSS is that workload's alone. The parent relays the child's lines.
+//! `--runs-scale F` (or `RUNS_SCALE=F`) multiplies the run counts, for smoke tests.
 //!
 //! Method, as in the peer harnesses (`shared/bench/peers`, `shared/bench/peers-rust`): a
 //! multi-thread tokio runtime with the default number of workers; the timed loop awaits
@@ -25,8 +24,8 @@ mod workloads;
 use report::{FRAMEWORK, VERSION, emit, fields};
 use std::process::{Command, ExitCode, Stdio};
 
-const ALL: [&str; 4] = ["W1", "W2a", "W2b", "W4"];
-const KNOWN: [&str; 5] = ["W1", "W2a", "W2b", "W4", "env"];
+const ALL: [&str; 7] = ["W1", "W2a", "W2b", "W3", "W4", "W5", "W6"];
+const KNOWN: [&str; 8] = ["W1", "W2a", "W2b", "W3", "W4", "W5", "W6", "env"];
 const USAGE: &str = "usage: baton-bench [W1 W2a W2b W4 env]... [--runs-scale F]";
 
 fn main() -> ExitCode {
@@ -150,6 +149,9 @@ fn run_one(w: &str, concurrency: Option<usize>) -> ExitCode {
             "W1-100" => workloads::w1_100().await,
             "W2a" => workloads::w2a().await,
             "W2b" => workloads::w2b().await,
+            "W3" => workloads::w3().await,
+            "W5" => workloads::w5().await,
+            "W6" => workloads::w6().await,
             "W4" => workloads::w4(concurrency.unwrap_or(1_000)).await,
             "W4-floor" => workloads::w4_floor(concurrency.unwrap_or(1_000)).await,
             "env" => {
@@ -168,14 +170,24 @@ fn run_one(w: &str, concurrency: Option<usize>) -> ExitCode {
     }
 }
 
+/// The machine and build, plus the sizes of the engine's per-step values (what every step
+/// moves around and allocates).
 fn env_line() {
+    use std::mem::size_of;
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     emit(
         "env",
         fields![
             "cpus" => std::thread::available_parallelism().map_or(0, |n| n.get()),
             "tokio_runtime" => "multi_thread (default worker_threads = cpus)",
             "profile" => if cfg!(debug_assertions) { "debug" } else { "release" },
-            "note" => format!("{FRAMEWORK} {VERSION}"),
+            "baton" => format!("{FRAMEWORK} {VERSION}"),
+            "loadavg" => load.trim(),
+            "size_of_event" => size_of::<baton_core::Event>(),
+            "size_of_effect" => size_of::<baton_runtime::machine::Effect>(),
+            "size_of_input" => size_of::<baton_runtime::machine::Input>(),
+            "size_of_run_report" => size_of::<baton_runtime::RunReport>(),
+            "size_of_run_future" => workloads::run_future_size(),
         ],
     );
 }

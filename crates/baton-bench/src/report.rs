@@ -89,18 +89,25 @@ pub fn pct(xs: &[f64], p: f64) -> f64 {
 /// Read from `VmHWM` in `/proc/self/status` (KiB), the same high-water mark the peers read via
 /// `getrusage(RUSAGE_SELF).ru_maxrss`, without `unsafe`. `NaN` where there is no procfs.
 pub fn peak_rss_mib() -> f64 {
+    proc_status_mib("VmHWM")
+}
+
+/// A KiB field of `/proc/self/status` (`VmHWM`, `RssAnon`, `RssFile`…) in MiB; `NaN` if absent.
+pub fn proc_status_mib(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|rest| {
-                    rest.trim()
-                        .trim_end_matches("kB")
-                        .trim()
-                        .parse::<f64>()
-                        .ok()
-                })
+            s.lines().find_map(|l| {
+                l.strip_prefix(field)
+                    .and_then(|rest| rest.strip_prefix(':'))
+                    .and_then(|rest| {
+                        rest.trim()
+                            .trim_end_matches("kB")
+                            .trim()
+                            .parse::<f64>()
+                            .ok()
+                    })
+            })
         })
         .map_or(f64::NAN, |kib| kib / 1024.0)
 }

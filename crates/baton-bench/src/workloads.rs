@@ -2,12 +2,15 @@
 //! [`WorkflowBuilder`] against a [`Registry`] of Rust step functions, and run with
 //! [`Runtime::run`].
 
-use crate::report::{emit, fields, mean, min, pct, peak_rss_mib, scaled, secs, sum};
+use crate::report::{
+    emit, fields, mean, min, pct, peak_rss_mib, proc_status_mib, scaled, secs, sum,
+};
 use baton_core::{RunStatus, RunStore};
 use baton_runtime::builder::{StepBuilder, WorkflowBuilder};
+use baton_runtime::executor::{Decision, Journal};
 use baton_runtime::spec::MergeRule;
 use baton_runtime::{Registry, RunReport, Runtime, Workflow};
-use baton_store::{MemoryStore, NullStore};
+use baton_store::{MemoryStore, NullStore, PostgresStore, SqliteOptions, SqliteStore};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -147,7 +150,9 @@ async fn w1_cases(cases: &[(usize, &str)]) -> Res {
         } else {
             Arc::new(NullStore::new())
         };
-        let rt = Runtime::new(st);
+        // No persistence: events are kept (MemoryStore) or checked and dropped (NullStore),
+        // and handed over in batches.
+        let rt = Runtime::new(st).with_journal(Journal::Batched);
         let runs = scaled(200);
         let (ts, events) = timed_runs(&rt, &wf, runs, |r| expect_xs(r, nodes)).await?;
         let ts = secs(&ts);
@@ -255,7 +260,9 @@ async fn tokio_sleep_floor(width: usize, runs: usize) -> Vec<f64> {
 /// length of `xs`, so the harness does not keep reports alive.
 pub async fn w4(concurrency: usize) -> Res {
     let nodes = 10;
+    let rss_start = peak_rss_mib();
     let wf = chain(nodes, &registry(), "sleep50_one")?;
+    let rss_compiled = peak_rss_mib();
     let rt = Runtime::new(Arc::new(NullStore::new()));
     let go = |n: usize| {
         let (rt, wf) = (rt.clone(), wf.clone());
@@ -296,6 +303,10 @@ pub async fn w4(concurrency: usize) -> Res {
             "wall_s" => wall, "runs_per_s" => concurrency as f64 / wall,
             "node_steps_per_s" => (concurrency * nodes) as f64 / wall,
             "peak_rss_mib" => peak, "rss_before_mib" => rss_before,
+            "rss_start_mib" => rss_start, "rss_after_compile_mib" => rss_compiled,
+            "kib_per_run_above_before" => (peak - rss_before) * 1024.0 / concurrency as f64,
+            "rss_anon_end_mib" => proc_status_mib("RssAnon"),
+            "rss_file_end_mib" => proc_status_mib("RssFile"),
             "workers" => std::thread::available_parallelism().map_or(0, |n| n.get()),
         ],
     );
@@ -307,6 +318,7 @@ pub async fn w4(concurrency: usize) -> Res {
 /// process of its own. What is left of W4's wall time and RSS above this is baton's.
 pub async fn w4_floor(concurrency: usize) -> Res {
     let nodes = 10;
+    let rss_start = peak_rss_mib();
     let go = |n: usize| async move {
         let hs: Vec<_> = (0..n)
             .map(|_| {
@@ -341,8 +353,313 @@ pub async fn w4_floor(concurrency: usize) -> Res {
             "desc" => format!("no framework: {concurrency} tokio::spawn tasks, each {nodes} sequential tokio::time::sleep(50ms) + push to a local Vec; same runtime settings as W4"),
             "concurrency" => concurrency, "nodes" => nodes, "ideal_s" => nodes as f64 * 0.050,
             "wall_s" => wall, "runs_per_s" => concurrency as f64 / wall,
-            "peak_rss_mib" => peak, "rss_before_mib" => rss_before,
+            "peak_rss_mib" => peak, "rss_before_mib" => rss_before, "rss_start_mib" => rss_start,
+            "kib_per_run_above_before" => (peak - rss_before) * 1024.0 / concurrency as f64,
+            "rss_anon_end_mib" => proc_status_mib("RssAnon"),
+            "rss_file_end_mib" => proc_status_mib("RssFile"),
         ],
     );
+    Ok(())
+}
+
+/// Bytes of the boxed future `Runtime::run_with_id` returns (allocated once per run, alive for
+/// the whole run). The future is created, measured and dropped without being polled.
+pub fn run_future_size() -> usize {
+    let rt = Runtime::new(Arc::new(NullStore::new()));
+    match chain(1, &registry(), "one") {
+        Ok(wf) => {
+            let fut = rt.run_with_id(wf, xs_input(), baton_core::RunId::new(), None);
+            std::mem::size_of_val(&*fut)
+        }
+        Err(_) => 0,
+    }
+}
+
+// ---------------------------------------------------------------- durable: W3, W5, W6
+
+/// A durable store for a workload: SQLite in a fresh temp file (default or strict), or
+/// PostgreSQL from `BATON_BENCH_POSTGRES_URL` (default: the local test database).
+async fn durable(
+    kind: &str,
+    dir: &std::path::Path,
+) -> Result<
+    (
+        Arc<dyn RunStore>,
+        Option<SqliteStore>,
+        Option<PostgresStore>,
+    ),
+    String,
+> {
+    match kind {
+        "postgres" => {
+            let url = std::env::var("BATON_BENCH_POSTGRES_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+            let pg = PostgresStore::connect(&url)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok((Arc::new(pg.clone()), None, Some(pg)))
+        }
+        other => {
+            let strict = other == "sqlite-strict";
+            let path = dir.join(format!("{other}.sqlite"));
+            let st = SqliteStore::open(&path, SqliteOptions { strict })
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok((Arc::new(st.clone()), Some(st), None))
+        }
+    }
+}
+
+async fn store_bytes(sq: &Option<SqliteStore>, pg: &Option<PostgresStore>) -> u64 {
+    if let Some(s) = sq {
+        return s.db_stats().await.map(|d| d.used_bytes()).unwrap_or(0);
+    }
+    if let Some(p) = pg {
+        return p.table_bytes().await.unwrap_or(0);
+    }
+    0
+}
+
+fn store_name(kind: &str) -> &'static str {
+    if kind == "postgres" {
+        "postgres"
+    } else {
+        "sqlite"
+    }
+}
+
+/// W3: W1 with every step boundary journaled before the next step starts (kill -9 safe).
+pub async fn w3() -> Res {
+    let reg = registry();
+    let wf = chain(100, &reg, "one")?;
+    for kind in ["sqlite", "sqlite-strict", "postgres"] {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let (st, sq, pg) = match durable(kind, dir.path()).await {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("W3 {kind}: skipped: {e}");
+                continue;
+            }
+        };
+        let rt = Runtime::new(st).with_journal(Journal::PerStep);
+        let runs = if kind == "sqlite" {
+            scaled(200)
+        } else {
+            scaled(20)
+        };
+        let before = store_bytes(&sq, &pg).await;
+        let (ts, events) = timed_runs(&rt, &wf, runs, |r| expect_xs(r, 100)).await?;
+        let after = store_bytes(&sq, &pg).await;
+        let ts = secs(&ts);
+        let durability = match kind {
+            "sqlite" => {
+                "default: WAL, synchronous=NORMAL, journaled at every step boundary (kill -9 safe)"
+            }
+            "sqlite-strict" => "strict: WAL, synchronous=FULL (power-loss safe)",
+            _ => "PostgreSQL, synchronous_commit as configured (default on)",
+        };
+        emit(
+            "W3",
+            fields![
+                "store" => store_name(kind), "durability" => durability,
+                "runs" => runs, "nodes" => 100,
+                "us_per_step" => sum(&ts) / (runs * 100) as f64 * 1e6,
+                "run_ms_mean" => mean(&ts) * 1e3, "run_ms_p50" => pct(&ts, 50.0) * 1e3,
+                "db_bytes_per_step" => after.saturating_sub(before) as f64 / ((runs + 1) * 100) as f64,
+                "events_per_run" => events,
+            ],
+        );
+    }
+    Ok(())
+}
+
+/// W5: three steps; the run suspends before step 2 for an approval (durably); then the approval
+/// is recorded and the run resumed to completion. Timed: the decide-and-resume call.
+pub async fn w5() -> Res {
+    let reg = registry();
+    let wf = WorkflowBuilder::new("approve3")
+        .state("xs", MergeRule::Append)
+        .state("ok", MergeRule::Replace)
+        .step(StepBuilder::function("s1", "one").output("xs"))
+        .step(
+            StepBuilder::approval("gate", "Go on?")
+                .needs(["s1"])
+                .output("ok"),
+        )
+        .step(
+            StepBuilder::function("s2", "one")
+                .needs(["gate"])
+                .output("xs"),
+        )
+        .step(
+            StepBuilder::function("s3", "one")
+                .needs(["s2"])
+                .output("xs"),
+        )
+        .build(&reg)
+        .map_err(|e| e.to_string())?;
+    for kind in ["sqlite", "postgres"] {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let (st, _, _) = match durable(kind, dir.path()).await {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("W5 {kind}: skipped: {e}");
+                continue;
+            }
+        };
+        let rt = Runtime::new(st);
+        let runs = if kind == "sqlite" {
+            scaled(200)
+        } else {
+            scaled(50)
+        };
+        let mut ts = Vec::with_capacity(runs);
+        for i in 0..=runs {
+            let rep = rt
+                .run(wf.clone(), xs_input())
+                .await
+                .map_err(|e| e.to_string())?;
+            if rep.status != RunStatus::Suspended {
+                return Err(format!(
+                    "W5: expected a suspended run, got {:?}",
+                    rep.status
+                ));
+            }
+            let id: baton_core::RunId = rep.run_id.parse().map_err(|_| "bad run id")?;
+            let task = rt
+                .load(wf.clone(), id)
+                .await
+                .map_err(|e| e.to_string())?
+                .pending_approvals()
+                .first()
+                .map(|p| p.task)
+                .ok_or("no pending approval")?;
+            let d = Decision {
+                task,
+                call_id: None,
+                approved: true,
+                by: "bench".into(),
+                reason: None,
+                value: None,
+            };
+            let t = Instant::now();
+            let done = rt
+                .decide(wf.clone(), id, d)
+                .await
+                .map_err(|e| e.to_string())?;
+            let el = t.elapsed();
+            expect_xs(&done, 3)?;
+            if i > 0 {
+                ts.push(el);
+            }
+        }
+        let ts = secs(&ts);
+        emit(
+            "W5",
+            fields![
+                "store" => store_name(kind), "runs" => runs,
+                "desc" => "s1 -> approval gate (suspends durably) -> s2 -> s3; timed: record the approval, replay the log, run s2 and s3 to completion",
+                "resume_ms_mean" => mean(&ts) * 1e3, "resume_ms_p95" => pct(&ts, 95.0) * 1e3,
+                "resume_ms_p50" => pct(&ts, 50.0) * 1e3,
+            ],
+        );
+    }
+    Ok(())
+}
+
+/// W6: a 20-step chain over a state map of 10,000 string entries (about 1.1 MB); each step
+/// changes one entry (merge rule). Durable. Bytes per step are the database growth of the 20
+/// steps (the growth of the same runs with no step subtracted: the initial state is stored
+/// once per run, whatever the number of steps).
+pub async fn w6() -> Res {
+    let mut map = serde_json::Map::new();
+    for i in 0..10_000 {
+        map.insert(format!("k{i:05}"), Value::String(format!("{:0>100}", i)));
+    }
+    let state = Value::Object(map);
+    let size = state.to_string().len();
+    let reg = registry().function("touch", |input| {
+        let n: usize = input.step[1..].parse().unwrap_or(0);
+        Ok(json!({ format!("k{:05}", n * 37): "changed" }))
+    });
+    let build = |steps: usize| -> Result<Arc<Workflow>, String> {
+        let mut b = WorkflowBuilder::new(format!("w6-{steps}")).state("m", MergeRule::Merge);
+        for i in 0..steps {
+            let mut s = StepBuilder::function(&format!("s{i}"), "touch").output("m");
+            if i > 0 {
+                s = s.needs([format!("s{}", i - 1)]);
+            }
+            b = b.step(s);
+        }
+        b.build(&reg).map_err(|e| e.to_string())
+    };
+    let wf20 = build(20)?;
+    let wf0 = build(1)?;
+    for kind in ["sqlite", "postgres"] {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let (st, sq, pg) = match durable(kind, dir.path()).await {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("W6 {kind}: skipped: {e}");
+                continue;
+            }
+        };
+        let rt = Runtime::new(st.clone()).with_journal(Journal::PerStep);
+        let runs = scaled(10);
+        let input = json!({ "m": state });
+        // Baseline: the same initial state, one step.
+        let b0 = store_bytes(&sq, &pg).await;
+        let mut base = Vec::new();
+        for _ in 0..runs {
+            let t = Instant::now();
+            rt.run(wf0.clone(), input.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            base.push(t.elapsed());
+        }
+        let b1 = store_bytes(&sq, &pg).await;
+        let mut ts = Vec::new();
+        let mut reads = Vec::new();
+        for _ in 0..runs {
+            let t = Instant::now();
+            let rep = rt
+                .run(wf20.clone(), input.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            ts.push(t.elapsed());
+            if rep.status != RunStatus::Succeeded {
+                return Err(format!("W6 run ended {:?}", rep.status));
+            }
+            let id: baton_core::RunId = rep.run_id.parse().map_err(|_| "bad run id")?;
+            // Read the final state back: the log from the store, folded.
+            let t = Instant::now();
+            let m = rt.load(wf20.clone(), id).await.map_err(|e| e.to_string())?;
+            let v = m.value("m").cloned().unwrap_or_default();
+            reads.push(t.elapsed());
+            if v["k00037"] != "changed" {
+                return Err("W6: the final state does not show the steps' changes".into());
+            }
+        }
+        let b2 = store_bytes(&sq, &pg).await;
+        let per_run_with_steps = b2.saturating_sub(b1) as f64 / runs as f64;
+        let per_run_base = b1.saturating_sub(b0) as f64 / runs as f64;
+        let ts = secs(&ts);
+        let base = secs(&base);
+        let reads = secs(&reads);
+        emit(
+            "W6",
+            fields![
+                "store" => store_name(kind), "runs" => runs, "nodes" => 20,
+                "state_bytes" => size,
+                "desc" => "per step = (20-step runs - 1-step runs on the same 1.1 MB state) / 19: the state is stored once per run, not per step",
+                "us_per_step" => (mean(&ts) - mean(&base)) / 19.0 * 1e6,
+                "run_ms_mean" => mean(&ts) * 1e3,
+                "db_bytes_per_step" => (per_run_with_steps - per_run_base) / 19.0,
+                "db_bytes_per_run" => per_run_with_steps,
+                "read_state_ms" => mean(&reads) * 1e3,
+                "read_state_ms_p95" => pct(&reads, 95.0) * 1e3,
+            ],
+        );
+    }
     Ok(())
 }

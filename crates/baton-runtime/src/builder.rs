@@ -158,6 +158,13 @@ impl StepBuilder {
         StepBuilder { spec }
     }
 
+    /// An approval step: the run suspends until a human approves (or rejects) `message`.
+    pub fn approval(id: &str, message: &str) -> Self {
+        let mut spec = Self::with_id(id);
+        spec.approval = Some(Loc::new(message.to_string()));
+        StepBuilder { spec }
+    }
+
     /// A step that does no work: a sync point for its needs.
     pub fn join(id: &str) -> Self {
         StepBuilder {

@@ -221,9 +221,9 @@ impl Runtime {
 
     /// Load a run's log and rebuild its machine.
     pub async fn load(&self, wf: Arc<Workflow>, run_id: RunId) -> Result<RunMachine, RunError> {
-        self.store.run(run_id).await?;
+        // `events` answers NotFound for an unknown run; the run record is not needed here.
         let events = self.store.events(run_id, 0).await?;
-        RunMachine::replay(wf, run_id, &events)
+        RunMachine::replay_owned(wf, run_id, events)
     }
 
     /// Continue a run from its log: after a crash, a kill, or a suspension whose decisions have

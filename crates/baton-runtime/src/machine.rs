@@ -541,6 +541,52 @@ impl RunMachine {
         Ok(m)
     }
 
+    /// [`RunMachine::replay`] from an owned log: large values (the run's input, state writes)
+    /// move into the state instead of being copied.
+    pub fn replay_owned(
+        wf: Arc<Workflow>,
+        run_id: RunId,
+        events: Vec<Event>,
+    ) -> Result<Self, RunError> {
+        let mut m = RunMachine::new(wf, run_id);
+        for mut ev in events {
+            if ev.seq != m.seq {
+                return Err(RunError::Nondeterminism {
+                    seq: ev.seq,
+                    message: format!("expected seq {}", m.seq),
+                });
+            }
+            // The input goes straight into the state; the fold sees an empty one.
+            if let EventKind::RunStarted { input, .. } = &mut ev.kind
+                && let Value::Object(map) = std::mem::take(input)
+            {
+                for (k, v) in map {
+                    let i = *m
+                        .wf
+                        .key_index
+                        .get(&k)
+                        .ok_or_else(|| RunError::Nondeterminism {
+                            seq: ev.seq,
+                            message: format!("unknown state key `{k}`"),
+                        })?;
+                    m.state.set_input(i, v);
+                }
+            }
+            m.evolve(&ev, None)
+                .map_err(|message| RunError::Nondeterminism {
+                    seq: ev.seq,
+                    message,
+                })?;
+            m.seq += 1;
+        }
+        Ok(m)
+    }
+
+    /// A state key's current value, without copying it.
+    pub fn value(&self, key: &str) -> Option<&Value> {
+        self.lookup(key)
+    }
+
     /// Check a run input against the workflow: an object whose keys are declared state keys.
     pub fn check_input(wf: &Workflow, input: &Value) -> Result<(), RunError> {
         match input {
@@ -1111,7 +1157,12 @@ impl RunMachine {
                     t.waits.remove(i);
                 }
             }
-            EventKind::BudgetExceeded { scope, metric, limit, .. } if scope == "run" => {
+            EventKind::BudgetExceeded {
+                scope,
+                metric,
+                limit,
+                ..
+            } if scope == "run" => {
                 self.halting
                     .get_or_insert_with(|| format!("run budget exceeded: {metric} limit {limit}"));
             }
