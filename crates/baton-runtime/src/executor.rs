@@ -249,7 +249,31 @@ impl Runtime {
         decision: Option<Decision>,
     ) -> Result<RunReport, RunError> {
         let started = Instant::now();
-        let mut m = self.load(wf, run_id).await?;
+        let record = self.store.run(run_id).await?;
+        let events = self.store.events(run_id, 0).await?;
+        if events.is_empty() && decision.is_none() {
+            // The process stopped before its first append: start the run from its input.
+            self.store.set_status(run_id, RunStatus::Running).await?;
+            let m = RunMachine::new(wf, run_id);
+            let start = VecDeque::from([Input::Start {
+                input: record.input,
+            }]);
+            return self.run_loop(m, start, Vec::new(), started).await;
+        }
+        let mut m = RunMachine::replay_owned(wf, run_id, events)?;
+        if matches!(
+            m.status(),
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::PartialSuccess
+        ) {
+            // The log is finished; only the record's status may not have been written.
+            if record.status != m.status() {
+                self.store.set_status(run_id, m.status()).await?;
+            }
+            return Ok(RunReport::from_machine(
+                &m,
+                started.elapsed().as_secs_f64() * 1e3,
+            ));
+        }
         if let Some(d) = &decision {
             m.check_decision(d.task, d.call_id.as_deref(), d.approved, &d.value)
                 .map_err(RunError::Input)?;
@@ -290,6 +314,16 @@ impl Runtime {
             )));
         }
         let recorded = RunMachine::recorded_calls(original, from, &events)?;
+        // A step boundary ends after the step's transitions: a fork at a step's completion
+        // keeps where that step was going.
+        let mut at = at as usize;
+        while events
+            .get(at + 1)
+            .is_some_and(|e| matches!(e.kind, baton_core::EventKind::Transition { .. }))
+        {
+            at += 1;
+        }
+        let at = at as u64;
         let prefix: Vec<_> = events[..=at as usize].to_vec();
         let run_id = RunId::new();
         let mut m = RunMachine::replay(wf.clone(), run_id, &prefix)?;
