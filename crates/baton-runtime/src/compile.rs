@@ -302,12 +302,25 @@ pub fn compile(spec: &WorkflowSpec, src: &Source<'_>) -> Result<Workflow, Workfl
     }
 
     // ---- tools
+    // Secrets: names only here; values are read from the environment when a tool runs.
+    let declared_secrets: Vec<String> = spec.secrets.iter().map(|s| s.value.clone()).collect();
+    let secret_store: Arc<dyn baton_tools::SecretStore> =
+        Arc::new(baton_tools::secrets::ScopedSecrets::new(
+            baton_tools::EnvSecrets::new(),
+            declared_secrets.clone(),
+        ));
     let mut tools: HashMap<String, (Arc<dyn DynTool>, Duration)> = src
         .registry
         .tools
         .iter()
         .map(|(k, v)| (k.clone(), (v.clone(), spec.defaults.timeout.0)))
         .collect();
+    // Built-in tools, enabled and configured by the workflow.
+    if let Some(b) = &spec.builtins {
+        for tool in builtin_tools(&mut d, b, src, &declared_secrets, &secret_store) {
+            tools.insert(tool.spec().name.clone(), (tool, spec.defaults.timeout.0));
+        }
+    }
     // MCP servers: their tools join the registry's, named `server__tool`.
     for (name, server) in &spec.mcp_servers.0 {
         let Some(factory) = &src.registry.tool_sources else {
@@ -388,12 +401,16 @@ pub fn compile(spec: &WorkflowSpec, src: &Source<'_>) -> Result<Workflow, Workfl
         let timeout = t.timeout.map(|t| t.0).unwrap_or(spec.defaults.timeout.0);
         match &t.command {
             Some(cmd) => {
+                for v in t.env.values() {
+                    check_secrets(&mut d, v, name.pos, &declared_secrets);
+                }
                 let opts = baton_tools::SubprocessOptions {
                     timeout,
                     cwd: Some(src.base_dir.clone()),
-                    env: Vec::new(),
+                    env: t.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
                 };
-                let tool = baton_tools::SubprocessTool::new(tspec, cmd.value.0.clone(), opts);
+                let tool = baton_tools::SubprocessTool::new(tspec, cmd.value.0.clone(), opts)
+                    .with_secrets(secret_store.clone());
                 tools.insert(name.value.clone(), (Arc::new(tool), timeout));
             }
             None => {
@@ -909,6 +926,91 @@ pub fn compile(spec: &WorkflowSpec, src: &Source<'_>) -> Result<Workflow, Workfl
         defaults: spec.defaults.clone(),
         budget: spec.budget,
     })
+}
+
+/// Every `{{secret.NAME}}` in `text` must name a declared secret.
+fn check_secrets(d: &mut Diags, text: &str, pos: Option<Pos>, declared: &[String]) {
+    match baton_tools::secrets::placeholder_names(text) {
+        Ok(names) => {
+            for n in names {
+                if !declared.contains(&n) {
+                    d.err(
+                        pos,
+                        None,
+                        format!("secret `{n}` is used but not declared under `secrets:`"),
+                    );
+                }
+            }
+        }
+        Err(e) => d.err(pos, None, e.to_string()),
+    }
+}
+
+fn builtin_tools(
+    d: &mut Diags,
+    b: &crate::spec::BuiltinsSpec,
+    src: &Source<'_>,
+    declared: &[String],
+    secrets: &Arc<dyn baton_tools::SecretStore>,
+) -> Vec<Arc<dyn DynTool>> {
+    use baton_tools::builtin::{FilesConfig, HttpGetConfig, JsonlOutbox, MemoryOutbox, SqlConfig};
+    let mut cfg = baton_tools::BuiltinConfig {
+        secrets: Some(secrets.clone()),
+        ..Default::default()
+    };
+    if let Some(h) = &b.http_get {
+        for headers in h.host_headers.values() {
+            for v in headers.values() {
+                check_secrets(d, v, None, declared);
+            }
+        }
+        let mut hc = HttpGetConfig {
+            allow_hosts: h.allow_hosts.clone(),
+            host_headers: h.host_headers.clone(),
+            allow_http: h.allow_http,
+            ..HttpGetConfig::default()
+        };
+        if let Some(m) = h.max_bytes {
+            hc.max_bytes = m;
+        }
+        if let Some(t) = h.timeout {
+            hc.timeout = t.0;
+        }
+        cfg.http_allow_hosts = h.allow_hosts.clone();
+        cfg.http = Some(hc);
+    }
+    if let Some(q) = &b.sql_query {
+        check_secrets(d, &q.url.value, q.url.pos, declared);
+        let url = if q.url.value.contains("://") {
+            q.url.value.clone()
+        } else {
+            src.base_dir.join(&q.url.value).display().to_string()
+        };
+        let mut sc = SqlConfig::new(url.clone());
+        if let Some(m) = q.max_rows {
+            sc.max_rows = m;
+        }
+        cfg.sql_url = Some(url);
+        cfg.sql = Some(sc);
+    }
+    if let Some(f) = &b.files {
+        let root = src.base_dir.join(&f.sandbox.value);
+        cfg.sandbox_dir = Some(root.clone());
+        cfg.files = Some(FilesConfig::new(root));
+    }
+    if let Some(o) = &b.outbox {
+        cfg.outbox = Some(match &o.file {
+            Some(f) => Arc::new(JsonlOutbox::new(src.base_dir.join(f))),
+            None => Arc::new(MemoryOutbox::new()),
+        });
+    }
+    match baton_tools::registry(&cfg) {
+        Ok(list) => list,
+        Err(e) => {
+            d.err(None, None, format!("builtins: {e}"));
+            Vec::new()
+        }
+    }
 }
 
 fn compile_expr(

@@ -446,6 +446,9 @@ pub struct ToolDecl {
     /// Side-effect class: read_only, idempotent, compensatable, irreversible (the default).
     #[serde(default)]
     pub effect: Option<baton_core::SideEffect>,
+    /// Environment of a subprocess tool (values may use `{{secret.NAME}}`).
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
     /// Permission tier: auto (default), approve (a human approves each call), forbid.
     #[serde(default)]
     pub tier: baton_core::Tier,
@@ -495,6 +498,76 @@ pub struct PolicyRule {
     /// Shown to the model or the human.
     #[serde(default)]
     pub reason: Option<String>,
+}
+
+/// The built-in tools a workflow enables, with their settings.
+#[derive(Clone, Debug, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct BuiltinsSpec {
+    /// `http_get`: GET on allowed hosts.
+    #[serde(default)]
+    pub http_get: Option<HttpGetSpec>,
+    /// `sql_query`: read-only SQL.
+    #[serde(default)]
+    pub sql_query: Option<SqlQuerySpec>,
+    /// `file_read`, `file_write`, `file_list` inside a sandbox directory.
+    #[serde(default)]
+    pub files: Option<FilesSpec>,
+    /// `calculator`.
+    #[serde(default)]
+    pub calculator: Option<serde_json::Map<String, Value>>,
+    /// `outbox`: messages recorded, never sent.
+    #[serde(default)]
+    pub outbox: Option<OutboxSpec>,
+}
+
+/// Settings of `http_get`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HttpGetSpec {
+    /// Hosts it may fetch (`api.example.com`, `*.example.com`).
+    pub allow_hosts: Vec<String>,
+    /// Headers sent only to a host (values may use `{{secret.NAME}}`).
+    #[serde(default)]
+    pub host_headers:
+        std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+    /// Allow plain `http://` (default: https only).
+    #[serde(default)]
+    pub allow_http: bool,
+    /// Largest body kept.
+    #[serde(default)]
+    pub max_bytes: Option<usize>,
+    /// Per-request timeout.
+    #[serde(default)]
+    pub timeout: Option<DurationSpec>,
+}
+
+/// Settings of `sql_query`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SqlQuerySpec {
+    /// A SQLite file (relative to the workflow) or a PostgreSQL URL (may use `{{secret.NAME}}`).
+    pub url: Loc<String>,
+    /// Row limit.
+    #[serde(default)]
+    pub max_rows: Option<usize>,
+}
+
+/// Settings of the file tools.
+#[derive(Clone, Debug, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FilesSpec {
+    /// The sandbox directory, relative to the workflow file (it must exist).
+    pub sandbox: Loc<String>,
+}
+
+/// Settings of `outbox`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxSpec {
+    /// A JSON-lines file, relative to the workflow file (default: kept in memory).
+    #[serde(default)]
+    pub file: Option<String>,
 }
 
 /// An MCP server whose tools become the workflow's tools (`server__tool`).
@@ -808,6 +881,13 @@ pub struct WorkflowSpec {
     /// MCP servers whose tools the agents may use (as `server__tool`, or `server__*`).
     #[serde(default)]
     pub mcp_servers: Entries<McpServerSpec>,
+    /// Built-in tools.
+    #[serde(default)]
+    pub builtins: Option<BuiltinsSpec>,
+    /// Names of the secrets the workflow uses (`{{secret.NAME}}`); values come from the
+    /// environment (`BATON_SECRET_<NAME>`) when a tool runs, never from the workflow.
+    #[serde(default)]
+    pub secrets: Vec<Loc<String>>,
     /// State keys.
     #[serde(default)]
     pub state: Entries<KeySpec>,
