@@ -49,27 +49,25 @@ fn a_secret_reaches_the_tool_and_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("wf.yaml"),
-        format!(
-            r#"
+        r#"
 name: secret-demo
 secrets: [API_TOKEN]
 models:
-  default: {{provider: scripted, script: script.yaml}}
+  default: {provider: scripted, script: script.yaml}
 builtins:
   http_get:
     allow_hosts: ["127.0.0.1"]
     allow_http: true
     host_headers:
-      "127.0.0.1": {{Authorization: "Bearer {{{{secret.API_TOKEN}}}}"}}
+      "127.0.0.1": {Authorization: "Bearer {{secret.API_TOKEN}}"}
 agents:
   fetcher:
     instructions: "Fetch the status. The token is never shown to you."
     tools: [http_get]
-state: {{out: replace}}
+state: {out: replace}
 steps:
-  - {{id: fetch, agent: fetcher, prompt: "Get the status", output: out}}
-"#
-        ),
+  - {id: fetch, agent: fetcher, prompt: "Get the status", output: out}
+"#,
     )
     .unwrap();
     std::fs::write(
