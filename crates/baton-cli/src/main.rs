@@ -13,6 +13,19 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // `baton events RUN | head`: a closed stdout ends the output, it is not a crash.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .unwrap_or_else(|| info.payload().downcast_ref::<&str>().copied().unwrap_or(""));
+        if msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default_hook(info);
+    }));
     let cli = match args::Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
