@@ -381,7 +381,7 @@ impl Runtime {
                 let Some(input) = queue.pop_front() else {
                     break;
                 };
-                pending = m.handle(input, now_us());
+                m.handle_into(input, now_us(), &mut pending);
             }
             self.flush(&mut m).await?;
             if let Some(status) = finished {

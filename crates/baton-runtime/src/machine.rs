@@ -643,6 +643,11 @@ impl RunMachine {
     pub fn step_status(&self, idx: usize) -> StepStatus {
         self.steps[idx].status
     }
+    /// Indices of the steps completed, in completion order (repeats for loops).
+    pub fn completed_indices(&self) -> &[usize] {
+        &self.completed
+    }
+
     /// Steps completed, in completion order (repeats for loops).
     pub fn completed_steps(&self) -> Vec<String> {
         self.completed
@@ -1373,9 +1378,17 @@ impl RunMachine {
 
     /// Feed one input; returns the effects to perform. `now_us` stamps the events it records.
     pub fn handle(&mut self, input: Input, now_us: u64) -> Vec<Effect> {
+        let mut out = Vec::new();
+        self.handle_into(input, now_us, &mut out);
+        out
+    }
+
+    /// [`RunMachine::handle`], appending the effects to `out` (so that a caller can reuse one
+    /// buffer for a whole run).
+    pub fn handle_into(&mut self, input: Input, now_us: u64, out: &mut Vec<Effect>) {
         self.now_us = now_us;
         if self.status.is_terminal() {
-            return Vec::new();
+            return;
         }
         self.apply_input(input);
         if let Some(limit) = self.wf.budget.and_then(|b| b.max_wall_time)
@@ -1391,7 +1404,17 @@ impl RunMachine {
             };
             self.on_breach(None, b);
         }
-        self.settle()
+        self.settle_into(out);
+    }
+
+    fn settle_into(&mut self, out: &mut Vec<Effect>) {
+        self.schedule();
+        if let Some(e) = self.broken.take() {
+            self.failing = true;
+            self.reason = Some(format!("internal error: {e}"));
+        }
+        self.maybe_finish();
+        out.append(&mut self.effects);
     }
 
     /// Start what became ready, finish or suspend if nothing is left, hand out the effects.

@@ -69,17 +69,21 @@ impl RunReport {
     /// Build the report from a machine.
     pub fn from_machine(m: &RunMachine, duration_ms: f64) -> Self {
         let wf: &Workflow = m.workflow();
-        let completed_all = m.completed_steps();
-        let mut seen = HashSet::new();
-        let mut visits: BTreeMap<String, u32> = BTreeMap::new();
+        // Completions by step index: names are built once per step, not once per completion.
+        let mut counts = vec![0u32; wf.steps.len()];
         let mut completed = Vec::new();
-        for s in completed_all {
-            *visits.entry(s.clone()).or_default() += 1;
-            if seen.insert(s.clone()) {
-                completed.push(s);
+        for &i in m.completed_indices() {
+            if counts[i] == 0 {
+                completed.push(wf.steps[i].name.to_string());
             }
+            counts[i] += 1;
         }
-        visits.retain(|_, v| *v > 1);
+        let visits: BTreeMap<String, u32> = counts
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c > 1)
+            .map(|(i, c)| (wf.steps[i].name.to_string(), *c))
+            .collect();
         let skipped = m.skipped_steps();
         let skipped_set: HashSet<&str> = skipped.iter().map(|(s, _)| s.as_str()).collect();
         let failed_steps = m
