@@ -122,6 +122,8 @@ fn baton_in(dir: &Path, args: &[&str]) -> Outcome {
         .args(args)
         .current_dir(dir)
         .env("NO_COLOR", "1")
+        // Runs that do start must not leave a database in the source tree.
+        .env("BATON_STORE", "memory")
         .env_remove("RUST_BACKTRACE")
         .output()
         .expect("run baton");

@@ -283,6 +283,12 @@ impl StepBuilder {
         self
     }
 
+    /// Run again this many times on failure before `on_error` applies.
+    pub fn retries(mut self, n: u32) -> Self {
+        self.spec.retries = Some(n);
+        self
+    }
+
     /// Bound on visits.
     pub fn max_visits(mut self, n: u32) -> Self {
         self.spec.max_visits = Some(n);

@@ -787,6 +787,7 @@ pub fn compile(spec: &WorkflowSpec, src: &Source<'_>) -> Result<Workflow, Workfl
             join,
             impact: s.impact.clone(),
             budget: s.budget,
+            retries: s.retries.unwrap_or(0),
             reads_untrusted: s.reads.0.iter().any(|k| {
                 spec.state
                     .0

@@ -226,6 +226,8 @@ struct StepRt {
     absorb: Vec<bool>,
     failed_needs: usize,
     triggered: bool,
+    /// Failed attempts retried since the step last completed.
+    retried: u32,
     /// Lamport time: the highest round among the completions that made this step ready.
     pending_round: u32,
     timer: Option<u64>,
@@ -481,6 +483,7 @@ impl RunMachine {
                 absorb: vec![false; s.needs.len()],
                 failed_needs: 0,
                 triggered: false,
+                retried: 0,
                 pending_round: 0,
                 timer: None,
                 timed_out: false,
@@ -870,6 +873,7 @@ impl RunMachine {
                 }
                 self.maps.remove(&s);
                 self.steps[s].status = StepStatus::Completed;
+                self.steps[s].retried = 0;
                 self.completed.push(s);
                 let wf = self.wf.clone();
                 let round = self.steps[s].round;
@@ -897,6 +901,15 @@ impl RunMachine {
             } => {
                 let s = self.step_idx(step, hint)?;
                 let t = task.and_then(|t| self.tasks.remove(&t));
+                if policy == "retry" {
+                    // The step runs again; this attempt's failure is in the log, not a loss.
+                    self.maps.remove(&s);
+                    self.steps[s].status = StepStatus::Failed;
+                    self.steps[s].retried += 1;
+                    self.steps[s].triggered = true;
+                    self.candidates.push_back(s);
+                    return Ok(());
+                }
                 self.failures.push(Failure {
                     step: step.to_string(),
                     error: error.clone(),
@@ -2303,6 +2316,22 @@ impl RunMachine {
     fn fail_step(&mut self, s: usize, task: Option<u64>, error: String) {
         let wf = self.wf.clone();
         let def = &wf.steps[s];
+        if self.steps[s].retried < def.retries && !self.status.is_terminal() {
+            self.emit(
+                EventKind::StepFailed {
+                    step: def.name.clone(),
+                    task,
+                    error: format!(
+                        "{error} (attempt {} of {}; retrying)",
+                        self.steps[s].retried + 1,
+                        def.retries + 1
+                    ),
+                    policy: "retry".into(),
+                },
+                Some(s),
+            );
+            return;
+        }
         let policy = match def.on_error {
             ErrorPolicy::Fail => "fail".to_string(),
             ErrorPolicy::Continue => "continue".to_string(),

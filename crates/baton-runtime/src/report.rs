@@ -54,6 +54,12 @@ pub struct RunReport {
     pub skipped_steps: Vec<SkippedStep>,
     /// What the run consumed (sub-workflows included).
     pub usage: Usage,
+    /// For a degraded run: the share of the workflow's steps that completed, a rough measure of
+    /// how much of the intended result the outputs reflect (1.0 when nothing was lost).
+    pub confidence: f64,
+    /// What to do about the failures, one line each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub recommendations: Vec<String>,
     /// Wall time of this execution, milliseconds.
     pub duration_ms: f64,
     /// Events in the run's log.
@@ -115,6 +121,51 @@ impl RunReport {
                 }
             })
             .collect();
+        let lost: HashSet<&str> = m
+            .failures()
+            .iter()
+            .map(|f| f.step.as_str())
+            .chain(skipped_set.iter().copied())
+            .collect();
+        let reached = completed.len() + lost.len();
+        let confidence = if lost.is_empty() || reached == 0 {
+            1.0
+        } else {
+            completed.len() as f64 / reached as f64
+        };
+        let mut recommendations = Vec::new();
+        for f in m.failures() {
+            let line = if f.error.contains("budget exceeded") {
+                format!(
+                    "raise the budget that stopped `{}` in the workflow, then `baton resume {}`",
+                    f.step,
+                    m.run_id()
+                )
+            } else if f.error.contains("timed out")
+                || f.error.contains("HTTP 5")
+                || f.error.contains("HTTP 429")
+                || f.error.contains("connection")
+            {
+                format!(
+                    "`{}` failed on a transient fault: `baton resume {}` later, or add `retries:` to the step",
+                    f.step,
+                    m.run_id()
+                )
+            } else if f.policy == "continue" || f.policy == "skip" {
+                format!(
+                    "`{}` was lost ({}); review its error, fix the input or the tool, and fork from the checkpoint before it",
+                    f.step, f.error
+                )
+            } else {
+                format!(
+                    "fix the cause of `{}` ({}), then fork or re-run",
+                    f.step, f.error
+                )
+            };
+            if !recommendations.contains(&line) {
+                recommendations.push(line);
+            }
+        }
         RunReport {
             run_id: m.run_id().to_string(),
             workflow: wf.name.clone(),
@@ -129,6 +180,8 @@ impl RunReport {
                 .map(|(step, reason)| SkippedStep { step, reason })
                 .collect(),
             usage: *m.usage(),
+            confidence,
+            recommendations,
             duration_ms,
             events: m.seq(),
         }

@@ -820,6 +820,9 @@ pub struct StepSpec {
     /// What this step may consume (all its visits and items together).
     #[serde(default)]
     pub budget: Option<BudgetSpec>,
+    /// Run the step again this many times when it fails, before `on_error` applies.
+    #[serde(default)]
+    pub retries: Option<u32>,
 }
 
 /// Workflow-wide defaults.

@@ -247,6 +247,7 @@ pub struct StepDef {
     pub(crate) join: JoinDef,
     pub(crate) impact: Option<String>,
     pub(crate) budget: Option<crate::spec::BudgetSpec>,
+    pub(crate) retries: u32,
     /// The step reads a key marked untrusted.
     pub(crate) reads_untrusted: bool,
 }

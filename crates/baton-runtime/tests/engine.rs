@@ -510,3 +510,64 @@ async fn routing_error_fails_the_step_instead_of_completing_it() {
     );
     assert_eq!(report.skipped_steps[0].step, "d");
 }
+
+/// `retries:` runs a failing step again before `on_error` applies; a degraded run reports a
+/// reduced confidence and what to do.
+#[tokio::test]
+async fn step_retries_then_degrades_with_confidence_and_recommendations() {
+    let tries = Arc::new(AtomicUsize::new(0));
+    let t = tries.clone();
+    let reg = Registry::new()
+        .function("flaky", move |_| {
+            if t.fetch_add(1, Ordering::SeqCst) < 2 {
+                Err("upstream timed out".to_string())
+            } else {
+                Ok(json!("ok"))
+            }
+        })
+        .function("broken", |_| Err("schema changed upstream".to_string()))
+        .function("ok", |_| Ok(json!(1)));
+    let wf = WorkflowBuilder::new("retry")
+        .state("a", MergeRule::Replace)
+        .state("b", MergeRule::Replace)
+        .state("c", MergeRule::Replace)
+        .step(
+            StepBuilder::function("flaky", "flaky")
+                .output("a")
+                .retries(2),
+        )
+        .step(
+            StepBuilder::function("broken", "broken")
+                .output("b")
+                .retries(1)
+                .on_error("continue"),
+        )
+        .step(
+            StepBuilder::function("after", "ok")
+                .needs(["broken"])
+                .output("c"),
+        )
+        .build(&reg)
+        .unwrap();
+    let (report, events) = run(wf, json!({})).await;
+    assert_eq!(report.outputs["a"], "ok", "third attempt succeeded");
+    assert_eq!(tries.load(Ordering::SeqCst), 3);
+    let retried = events
+        .iter()
+        .filter(|e| matches!(e, EventKind::StepFailed { policy, .. } if policy == "retry"))
+        .count();
+    assert_eq!(retried, 3, "two retries of flaky, one of broken");
+    assert_eq!(report.status, RunStatus::PartialSuccess);
+    assert_eq!(report.failed_steps.len(), 1);
+    assert!(
+        report.confidence < 1.0 && report.confidence > 0.0,
+        "{}",
+        report.confidence
+    );
+    assert!(!report.recommendations.is_empty());
+    assert!(
+        report.recommendations[0].contains("broken"),
+        "{:?}",
+        report.recommendations
+    );
+}
