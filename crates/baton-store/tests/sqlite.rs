@@ -74,7 +74,16 @@ async fn opening_creates_the_file_in_wal_mode() {
     .fetch_all(&mut conn)
     .await
     .unwrap();
-    assert_eq!(tables, ["halts", "journal", "response_cache", "runs"]);
+    assert_eq!(
+        tables,
+        [
+            "halts",
+            "journal",
+            "response_cache",
+            "runs",
+            "sqlite_sequence"
+        ]
+    );
     let journal_sql: String =
         sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE name = 'journal'")
             .fetch_one(&mut conn)
