@@ -485,6 +485,9 @@ pub enum EventKind {
         task: Option<u64>,
         /// When it fires, microseconds since the Unix epoch.
         due_us: u64,
+        /// A step's deadline (the task fails if still running when it fires).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        deadline: bool,
         /// Delay.
         after_ms: u64,
     },

@@ -228,6 +228,9 @@ pub fn compile(spec: &WorkflowSpec, src: &Source<'_>) -> Result<Workflow, Workfl
                         limit: m
                             .max_concurrency
                             .map(|n| crate::limits::semaphore(&key, n as usize)),
+                        rate: m
+                            .rate_per_minute
+                            .map(|n| crate::limits::RateLimiter::shared(&key, n)),
                         breaker: Some(crate::limits::Breaker::shared(
                             &key,
                             m.breaker_failures.unwrap_or(5),
@@ -543,6 +546,20 @@ pub fn compile(spec: &WorkflowSpec, src: &Source<'_>) -> Result<Workflow, Workfl
                         tier,
                         policy,
                         untrusted: untrusted_tools.contains(&t.value),
+                        breaker: {
+                            let decl = spec
+                                .tools
+                                .0
+                                .iter()
+                                .find(|(n, _)| n.value == t.value)
+                                .map(|(_, d)| d);
+                            crate::limits::Breaker::shared(
+                                &format!("tool|{}", t.value),
+                                decl.and_then(|d| d.breaker_failures).unwrap_or(5),
+                                decl.and_then(|d| d.breaker_cooldown)
+                                    .map_or(Duration::from_secs(30), |d| d.0),
+                            )
+                        },
                     });
                 }
                 (Some(_), None) => {}
@@ -788,6 +805,7 @@ pub fn compile(spec: &WorkflowSpec, src: &Source<'_>) -> Result<Workflow, Workfl
             impact: s.impact.clone(),
             budget: s.budget,
             retries: s.retries.unwrap_or(0),
+            deadline: s.deadline.map(|d| d.0),
             reads_untrusted: s.reads.0.iter().any(|k| {
                 spec.state
                     .0

@@ -467,6 +467,7 @@ impl Runtime {
                 cache,
                 limit,
                 breaker,
+                rate,
             } => {
                 if let Some(resp) = self.replay.as_ref().and_then(|c| c.model(&request)) {
                     queue.push_back(Input::ModelReplied {
@@ -499,7 +500,11 @@ impl Runtime {
                             breaker: None,
                         };
                     }
-                    // Wait for a permit of the model's concurrency limit (shared by all runs).
+                    // Wait for the model's request rate, then for a permit of its concurrency
+                    // limit (both shared by all runs).
+                    if let Some(r) = &rate {
+                        r.acquire().await;
+                    }
                     let _permit = match &limit {
                         Some(sem) => sem.clone().acquire_owned().await.ok(),
                         None => None,
@@ -573,6 +578,7 @@ impl Runtime {
                 args,
                 ctx,
                 timeout,
+                breaker,
             } => {
                 if let Some(result) = self.replay.as_ref().and_then(|c| c.tool(&name, &args)) {
                     queue.push_back(Input::ToolReturned {
@@ -583,13 +589,31 @@ impl Runtime {
                         result,
                         duration_us: 0,
                         replayed: true,
+                        breaker: None,
                     });
                     return;
                 }
                 inflight.push(Box::pin(async move {
                     let t0 = Instant::now();
-                    let result =
-                        match tokio::time::timeout(timeout, tool.call_dyn(args.clone(), ctx)).await
+                    let mut change = None;
+                    let admitted = match &breaker {
+                        Some(b) => match b.admit() {
+                            crate::limits::Admit::No => false,
+                            crate::limits::Admit::Yes(c) => {
+                                change = c;
+                                true
+                            }
+                        },
+                        None => true,
+                    };
+                    let result = if !admitted {
+                        Err(ToolError::Failed {
+                            tool: name.clone(),
+                            message: "circuit breaker open: the tool failed repeatedly; calls resume after its cool-down".into(),
+                        })
+                    } else {
+                        let r = match tokio::time::timeout(timeout, tool.call_dyn(args.clone(), ctx))
+                            .await
                         {
                             Ok(r) => r,
                             Err(_) => Err(ToolError::Timeout {
@@ -597,6 +621,14 @@ impl Runtime {
                                 after_ms: timeout.as_millis() as u64,
                             }),
                         };
+                        if let Some(b) = &breaker {
+                            change = b.record(r.is_ok()).or(change);
+                        }
+                        r
+                    };
+                    let breaker = change.map(|(f, t)| {
+                        (format!("tool {name}"), f.as_str().to_string(), t.as_str().to_string())
+                    });
                     Input::ToolReturned {
                         task,
                         call_id,
@@ -605,6 +637,7 @@ impl Runtime {
                         result,
                         duration_us: t0.elapsed().as_micros() as u64,
                         replayed: false,
+                        breaker,
                     }
                 }))
             }

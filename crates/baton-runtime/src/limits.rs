@@ -174,3 +174,71 @@ mod tests {
         assert_eq!(b.admit(), Admit::Yes(None));
     }
 }
+
+/// A request-rate limit shared by every run of the process: a token bucket refilled at
+/// `per_minute / 60` a second, holding at most ten seconds' worth (at least one).
+#[derive(Debug)]
+pub struct RateLimiter {
+    per_sec: f64,
+    burst: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl RateLimiter {
+    /// A process-wide limiter for a key, created on first use.
+    pub fn shared(key: &str, per_minute: u32) -> Arc<RateLimiter> {
+        static ALL: OnceLock<Mutex<HashMap<String, Arc<RateLimiter>>>> = OnceLock::new();
+        let mut map = ALL
+            .get_or_init(|| Mutex::new(HashMap::new()))
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        map.entry(key.to_string())
+            .or_insert_with(|| Arc::new(RateLimiter::new(per_minute)))
+            .clone()
+    }
+
+    /// A limiter of its own.
+    pub fn new(per_minute: u32) -> Self {
+        let per_sec = f64::from(per_minute.max(1)) / 60.0;
+        let burst = (per_sec * 10.0).max(1.0);
+        RateLimiter {
+            per_sec,
+            burst,
+            state: Mutex::new((burst, Instant::now())),
+        }
+    }
+
+    /// Wait until a request may go.
+    pub async fn acquire(&self) {
+        loop {
+            let wait = {
+                let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                let now = Instant::now();
+                s.0 = (s.0 + now.duration_since(s.1).as_secs_f64() * self.per_sec).min(self.burst);
+                s.1 = now;
+                if s.0 >= 1.0 {
+                    s.0 -= 1.0;
+                    return;
+                }
+                Duration::from_secs_f64((1.0 - s.0) / self.per_sec)
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod rate_tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn spaces_requests_past_the_burst() {
+        let r = RateLimiter::new(60); // one a second, a burst of ten
+        let t0 = tokio::time::Instant::now();
+        for _ in 0..12 {
+            r.acquire().await;
+        }
+        let waited = t0.elapsed();
+        assert!(waited >= Duration::from_millis(1900), "{waited:?}");
+    }
+}

@@ -71,6 +71,8 @@ pub enum Input {
         duration_us: u64,
         /// Served from a recorded run.
         replayed: bool,
+        /// A circuit-breaker state change this call caused: (tool, from, to).
+        breaker: Option<(String, String, String)>,
     },
     /// A human decided on a pending approval.
     Decision {
@@ -136,6 +138,8 @@ pub enum Effect {
         limit: Option<Arc<tokio::sync::Semaphore>>,
         /// Circuit breaker to ask and tell.
         breaker: Option<Arc<crate::limits::Breaker>>,
+        /// Request-rate limit to wait on.
+        rate: Option<Arc<crate::limits::RateLimiter>>,
     },
     /// Call a tool (arguments already validated).
     CallTool {
@@ -153,6 +157,8 @@ pub enum Effect {
         ctx: ToolContext,
         /// Per-call timeout.
         timeout: Duration,
+        /// The tool's circuit breaker.
+        breaker: Option<Arc<crate::limits::Breaker>>,
     },
     /// Run a Rust step function.
     CallFunction {
@@ -286,6 +292,7 @@ struct MapRt {
 enum TimerRt {
     Join(usize, u64),
     Retry(u64, u64),
+    Deadline(u64, u64),
 }
 
 /// A decision a human has to make.
@@ -438,6 +445,8 @@ pub struct RunMachine {
     halting: Option<String>,
     /// Tasks that wanted a model call the run budget could not cover (decided, not folded).
     parked: Vec<u64>,
+    /// Step deadlines to arm once the step's start is recorded.
+    deadlines: Vec<(u64, Duration)>,
 }
 
 impl std::fmt::Debug for RunMachine {
@@ -520,6 +529,7 @@ impl RunMachine {
             reserved: HashMap::new(),
             halting: None,
             parked: Vec::new(),
+            deadlines: Vec::new(),
         }
     }
 
@@ -1118,8 +1128,12 @@ impl RunMachine {
                 step,
                 task,
                 due_us,
+                deadline,
                 ..
             } => match task {
+                Some(t) if *deadline => {
+                    self.timers.insert(*timer, TimerRt::Deadline(*t, *due_us));
+                }
                 Some(t) => {
                     self.timers.insert(*timer, TimerRt::Retry(*t, *due_us));
                 }
@@ -1422,6 +1436,7 @@ impl RunMachine {
 
     fn settle_into(&mut self, out: &mut Vec<Effect>) {
         self.schedule();
+        self.arm_deadlines();
         if let Some(e) = self.broken.take() {
             self.failing = true;
             self.reason = Some(format!("internal error: {e}"));
@@ -1430,9 +1445,33 @@ impl RunMachine {
         out.append(&mut self.effects);
     }
 
+    fn arm_deadlines(&mut self) {
+        for (task, after) in std::mem::take(&mut self.deadlines) {
+            let Some(t) = self.tasks.get(&task) else {
+                continue;
+            };
+            let step = self.wf.steps[t.step].name.clone();
+            let s = t.step;
+            let timer = self.seq;
+            self.emit(
+                EventKind::TimerStarted {
+                    timer,
+                    step,
+                    task: Some(task),
+                    after_ms: after.as_millis() as u64,
+                    due_us: self.now_us + after.as_micros() as u64,
+                    deadline: true,
+                },
+                Some(s),
+            );
+            self.effects.push(Effect::StartTimer { timer, after });
+        }
+    }
+
     /// Start what became ready, finish or suspend if nothing is left, hand out the effects.
     fn settle(&mut self) -> Vec<Effect> {
         self.schedule();
+        self.arm_deadlines();
         if let Some(e) = self.broken.take() {
             self.failing = true;
             self.reason = Some(format!("internal error: {e}"));
@@ -1535,7 +1574,11 @@ impl RunMachine {
                 result,
                 duration_us,
                 replayed,
+                breaker,
             } => {
+                if let Some((target, from, to)) = breaker {
+                    self.emit(EventKind::CircuitBreaker { target, from, to }, None);
+                }
                 if self.tasks.contains_key(&task) {
                     let (result, error) = match result {
                         Ok(v) => (Some(v), None),
@@ -1639,6 +1682,17 @@ impl RunMachine {
                             }
                         }
                         TimerRt::Join(s, _) => self.on_join_timeout(s),
+                        TimerRt::Deadline(task, _) => {
+                            if self.tasks.contains_key(&task) {
+                                let ms = self
+                                    .tasks
+                                    .get(&task)
+                                    .and_then(|t| self.wf.steps[t.step].deadline)
+                                    .map_or(0, |d| d.as_millis());
+                                self.reserved.remove(&task);
+                                self.fail_task(task, format!("step deadline of {ms} ms passed"));
+                            }
+                        }
                     }
                 }
             }
@@ -1860,6 +1914,12 @@ impl RunMachine {
                     Some(s),
                 );
             };
+        if let Some(after) = def.deadline
+            && !matches!(def.kind, StepKind::Router | StepKind::Noop)
+        {
+            // The timer is set right after the step starts (its id follows the task's).
+            self.deadlines.push((task, after));
+        }
         match &def.kind {
             StepKind::Work(work) => match self.prepare_work(s, work, task, None) {
                 Ok((agent, messages, effect)) => {
@@ -1960,6 +2020,7 @@ impl RunMachine {
                         task: None,
                         after_ms: after.as_millis() as u64,
                         due_us: self.now_us + after.as_micros() as u64,
+                        deadline: false,
                     },
                     Some(d),
                 );
@@ -2471,6 +2532,7 @@ impl RunMachine {
                     cache: false,
                     limit: summarizer.limit.clone(),
                     breaker: summarizer.breaker.clone(),
+                    rate: summarizer.rate.clone(),
                 });
                 return;
             }
@@ -2514,6 +2576,7 @@ impl RunMachine {
             cache: m.cache,
             limit: m.limit.clone(),
             breaker: m.breaker.clone(),
+            rate: m.rate.clone(),
         });
     }
 
@@ -2663,6 +2726,7 @@ impl RunMachine {
                             task: Some(task),
                             after_ms: delay.as_millis() as u64,
                             due_us: self.now_us + delay.as_micros() as u64,
+                            deadline: false,
                         },
                         Some(s),
                     );
@@ -2993,6 +3057,7 @@ impl RunMachine {
             args,
             ctx,
             timeout: tr.timeout,
+            breaker: Some(tr.breaker.clone()),
         });
     }
 
@@ -3177,7 +3242,9 @@ impl RunMachine {
             .timers
             .iter()
             .map(|(id, t)| match t {
-                TimerRt::Join(_, due) | TimerRt::Retry(_, due) => (*id, *due),
+                TimerRt::Join(_, due) | TimerRt::Retry(_, due) | TimerRt::Deadline(_, due) => {
+                    (*id, *due)
+                }
             })
             .collect();
         timers.sort();

@@ -115,6 +115,8 @@ pub struct ModelEntry {
     pub limit: Option<Arc<tokio::sync::Semaphore>>,
     /// Circuit breaker shared by every run of the process.
     pub breaker: Option<Arc<crate::limits::Breaker>>,
+    /// Request-rate limit shared by every run of the process.
+    pub rate: Option<Arc<crate::limits::RateLimiter>>,
 }
 
 impl ModelEntry {
@@ -131,6 +133,7 @@ impl ModelEntry {
             summarizer: None,
             limit: None,
             breaker: None,
+            rate: None,
         }
     }
 

@@ -374,6 +374,9 @@ pub struct ModelSpec {
     /// Calls in flight at once to this model, across every run of the process.
     #[serde(default)]
     pub max_concurrency: Option<u32>,
+    /// Requests a minute to this model, across every run of the process.
+    #[serde(default)]
+    pub rate_per_minute: Option<u32>,
     /// Consecutive retryable failures that open the model's circuit breaker (default 5).
     #[serde(default)]
     pub breaker_failures: Option<u32>,
@@ -459,6 +462,12 @@ pub struct ToolDecl {
     /// untrusted and are scanned for instructions aimed at the agents.
     #[serde(default)]
     pub untrusted: bool,
+    /// Consecutive failures that open the tool's circuit breaker (default 5).
+    #[serde(default)]
+    pub breaker_failures: Option<u32>,
+    /// How long an open breaker refuses calls before one trial (default 30s).
+    #[serde(default)]
+    pub breaker_cooldown: Option<DurationSpec>,
 }
 
 /// Limits on what a run, an agent or a step may consume. Model calls reserve their worst case
@@ -823,6 +832,10 @@ pub struct StepSpec {
     /// Run the step again this many times when it fails, before `on_error` applies.
     #[serde(default)]
     pub retries: Option<u32>,
+    /// Longest time one visit of the step may take, all its calls included; past it the
+    /// step fails (the `timeout` field bounds each call).
+    #[serde(default)]
+    pub deadline: Option<DurationSpec>,
 }
 
 /// Workflow-wide defaults.

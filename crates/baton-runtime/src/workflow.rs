@@ -104,6 +104,7 @@ pub struct ToolRef {
     pub(crate) tier: baton_core::Tier,
     pub(crate) policy: Arc<[PolicyDef]>,
     pub(crate) untrusted: bool,
+    pub(crate) breaker: Arc<crate::limits::Breaker>,
 }
 
 /// A compiled policy rule.
@@ -248,6 +249,7 @@ pub struct StepDef {
     pub(crate) impact: Option<String>,
     pub(crate) budget: Option<crate::spec::BudgetSpec>,
     pub(crate) retries: u32,
+    pub(crate) deadline: Option<Duration>,
     /// The step reads a key marked untrusted.
     pub(crate) reads_untrusted: bool,
 }

@@ -340,3 +340,91 @@ steps:
     );
     assert_eq!(report.outputs["y"], "ok");
 }
+
+#[tokio::test]
+async fn a_step_deadline_bounds_the_whole_visit() {
+    let yaml = r#"
+name: deadline
+models:
+  default: {provider: probe, model: probe-deadline}
+agents:
+  a: {}
+state: {out: replace}
+steps:
+  - {id: slow, agent: a, prompt: "go", output: out, deadline: 50ms, on_error: continue}
+"#;
+    let probe = Probe::new(400, 0);
+    let t0 = std::time::Instant::now();
+    let (report, _) = run(yaml, probe).await;
+    assert!(
+        t0.elapsed() < Duration::from_millis(350),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert_eq!(report.status, RunStatus::PartialSuccess, "{report:?}");
+    assert!(
+        report.failed_steps[0].error.contains("deadline of 50 ms"),
+        "{:?}",
+        report.failed_steps
+    );
+}
+
+#[tokio::test]
+async fn a_failing_tool_opens_its_breaker() {
+    let yaml = r#"
+name: toolbreaker
+models:
+  default: {provider: scripted}
+agents:
+  a: {tools: [flaky], max_turns: 10}
+tools:
+  flaky: {breaker_failures: 2, breaker_cooldown: 10m}
+state: {out: replace}
+steps:
+  - {id: s, agent: a, prompt: "go", output: out}
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wf.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let flaky = FnTool::sync(
+        ToolSpec::new("flaky", "fails", json!({"type": "object"}))
+            .with_effect(SideEffect::ReadOnly),
+        move |_| {
+            c.fetch_add(1, Ordering::SeqCst);
+            Err("backend down".to_string())
+        },
+    );
+    let script = "agents:\n  a:\n".to_string()
+        + &(0..4)
+            .map(|i| format!("    - tool_calls: [{{name: flaky, args: {{n: {i}}}}}]\n"))
+            .collect::<String>()
+        + "    - text: gave up\n";
+    let model = baton_providers::ScriptedModel::from_yaml_str(&script, "s").unwrap();
+    let reg = Registry::new().tool(Arc::new(flaky)).model(
+        "default",
+        baton_runtime::ModelEntry::new(Arc::new(model), "m", Default::default()),
+    );
+    let wf = load_file(&path, &reg).unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let report = Runtime::new(store.clone())
+        .run(wf, json!({}))
+        .await
+        .unwrap();
+    assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "calls after the breaker opened did not reach the tool"
+    );
+    let id: RunId = report.run_id.parse().unwrap();
+    let events: Vec<EventKind> = store
+        .events(id, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert!(events.iter().any(|e| matches!(e, EventKind::CircuitBreaker { target, to, .. } if target == "tool flaky" && to == "open")));
+}
