@@ -28,12 +28,15 @@ pub struct Source<'a> {
     pub stack: Vec<PathBuf>,
     /// The source text, when there is one (to place errors inside quoted values exactly).
     pub text: Option<String>,
+    /// The file the `models:` section came from, when it replaced the workflow's own.
+    pub models_file: Option<String>,
 }
 
 struct Diags {
     file: String,
     list: Vec<Diagnostic>,
     text: Option<String>,
+    models_file: Option<String>,
 }
 
 impl Diags {
@@ -69,6 +72,20 @@ impl Diags {
             file: self.file.clone(),
             pos,
             step: step.map(str::to_string),
+            message: message.into(),
+        });
+    }
+
+    /// A problem in the `models:` section, which may come from a separate file (`--models`).
+    fn err_models(&mut self, pos: Option<Pos>, message: impl Into<String>) {
+        let file = self
+            .models_file
+            .clone()
+            .unwrap_or_else(|| self.file.clone());
+        self.list.push(Diagnostic {
+            file,
+            pos,
+            step: None,
             message: message.into(),
         });
     }
@@ -125,6 +142,7 @@ pub fn compile(spec: &WorkflowSpec, src: &Source<'_>) -> Result<Workflow, Workfl
         file: src.file.clone(),
         list: Vec::new(),
         text: src.text.clone(),
+        models_file: src.models_file.clone(),
     };
     if spec.name.value.trim().is_empty() {
         d.err(spec.name.pos, None, "the workflow needs a non-empty `name`");
@@ -197,9 +215,8 @@ pub fn compile(spec: &WorkflowSpec, src: &Source<'_>) -> Result<Workflow, Workfl
     for (alias, m) in &spec.models.0 {
         let Some(factory) = &src.registry.factory else {
             if !models.contains_key(&alias.value) {
-                d.err(
+                d.err_models(
                     alias.pos,
-                    None,
                     format!("model `{}`: no model factory is configured", alias.value),
                 );
             }
@@ -245,9 +262,8 @@ pub fn compile(spec: &WorkflowSpec, src: &Source<'_>) -> Result<Workflow, Workfl
                     ModelField::Provider => m.provider.pos,
                     ModelField::Other => None,
                 };
-                d.err(
+                d.err_models(
                     pos.or(alias.pos),
-                    None,
                     format!("model `{}`: {}", alias.value, e.message),
                 );
                 broken_models.push(alias.value.clone());
@@ -265,9 +281,8 @@ pub fn compile(spec: &WorkflowSpec, src: &Source<'_>) -> Result<Workflow, Workfl
         if let Some(sum) = &m.summarizer {
             match models.get(&sum.value) {
                 Some(s) => entry.summarizer = Some(Box::new(s.clone())),
-                None => d.err(
+                None => d.err_models(
                     sum.pos,
-                    None,
                     format!(
                         "model `{}`: unknown summarizer model `{}`{}",
                         alias.value,
@@ -280,18 +295,16 @@ pub fn compile(spec: &WorkflowSpec, src: &Source<'_>) -> Result<Workflow, Workfl
         let mut chain = vec![entry];
         for f in &m.fallback {
             if f.value == alias.value {
-                d.err(
+                d.err_models(
                     f.pos,
-                    None,
                     format!("model `{}` cannot fall back to itself", alias.value),
                 );
                 continue;
             }
             match models.get(&f.value) {
                 Some(fm) => chain.push(fm.clone()),
-                None => d.err(
+                None => d.err_models(
                     f.pos,
-                    None,
                     format!(
                         "model `{}`: unknown fallback model `{}`{}",
                         alias.value,

@@ -64,7 +64,7 @@ pub fn load_file_with_models(
     let models: Entries<ModelSpec> =
         serde_saphyr::from_str(&text).map_err(|e| located(&shown, &e))?;
     let canon = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-    load_nested(path, registry, vec![canon], Some(models))
+    load_nested(path, registry, vec![canon], Some((shown, models)))
 }
 
 fn read_text(path: &Path, file: &str) -> Result<String, WorkflowError> {
@@ -107,12 +107,13 @@ pub(crate) fn load_nested(
     path: &Path,
     registry: &Registry,
     stack: Vec<PathBuf>,
-    models: Option<Entries<ModelSpec>>,
+    models: Option<(String, Entries<ModelSpec>)>,
 ) -> Result<Arc<Workflow>, WorkflowError> {
     let file = path.display().to_string();
     let text = read_text(path, &file)?;
     let mut spec = parse_spec(&text, &file)?;
-    if let Some(m) = models {
+    let models_file = models.as_ref().map(|(f, _)| f.clone());
+    if let Some((_, m)) = models {
         spec.models = m;
     }
     let base_dir = path
@@ -132,6 +133,7 @@ pub(crate) fn load_nested(
         registry,
         stack,
         text: Some(text),
+        models_file,
     };
     compile(&spec, &src).map(Arc::new)
 }
@@ -150,6 +152,7 @@ pub fn compile_str(
         registry,
         stack: Vec::new(),
         text: Some(text.to_string()),
+        models_file: None,
     };
     compile(&spec, &src).map(Arc::new)
 }
@@ -166,6 +169,7 @@ pub fn compile_spec(
         registry,
         stack: Vec::new(),
         text: None,
+        models_file: None,
     };
     compile(spec, &src).map(Arc::new)
 }
