@@ -28,6 +28,12 @@ const ALL: [&str; 7] = ["W1", "W2a", "W2b", "W3", "W4", "W5", "W6"];
 const KNOWN: [&str; 8] = ["W1", "W2a", "W2b", "W3", "W4", "W5", "W6", "env"];
 const USAGE: &str = "usage: baton-bench [W1 W2a W2b W4 env]... [--runs-scale F]";
 
+/// mimalloc keeps per-thread heaps that free across threads without a shared lock; with the
+/// system allocator, 100,000 runs hopping between two workers spend much of their time waiting
+/// on glibc's arena locks (see docs/benchmarks.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut workloads = Vec::new();
