@@ -788,12 +788,11 @@ impl RunMachine {
                         rt.timer = None;
                         rt.failed_needs = 0;
                         rt.satisfied_count = 0;
-                        for (p, &n) in needs.iter().enumerate() {
+                        for p in 0..needs.len() {
                             let was = std::mem::replace(&mut self.steps[s].satisfied[p], false);
                             // A join that fires before all its needs arrived (quorum, any,
                             // timeout) absorbs the one completion still owed by each of them,
                             // so late arrivals do not fire it again.
-                            let _ = n;
                             self.steps[s].absorb[p] = !was;
                         }
                         if let StepKind::Map(_) = &wf.steps[s].kind {
@@ -3275,8 +3274,7 @@ impl RunMachine {
                     self.pump_map(s);
                     None
                 }
-                (StepKind::Workflow { child, input }, None) => {
-                    let _ = input;
+                (StepKind::Workflow { child, .. }, None) => {
                     let input = self.child_input(s).unwrap_or(Value::Null);
                     self.effects.push(Effect::RunChild {
                         task: id,

@@ -3,11 +3,11 @@
 //! forks that re-run only what follows the fork point.
 #![allow(clippy::unwrap_used)]
 
-use baton_core::{EventKind, RunId, RunStatus, RunStore, SideEffect, Tier, ToolSpec};
+use baton_core::{EventKind, RunId, RunStatus, RunStore, SideEffect, ToolSpec};
 use baton_providers::ScriptedModel;
 use baton_runtime::executor::Decision;
 use baton_runtime::spec::PriceSpec;
-use baton_runtime::{ModelEntry, Registry, Runtime, Workflow, load_file};
+use baton_runtime::{ModelEntry, Registry, Runtime, load_file};
 use baton_store::MemoryStore;
 use baton_tools::FnTool;
 use serde_json::{Value, json};
@@ -316,7 +316,6 @@ agents:
         json!({"amount": 400}),
         "ran with exactly the approved arguments"
     );
-    let _ = Tier::Approve;
 }
 
 /// A crash is the run's task dropped while a call is in flight; resume continues from the log.
@@ -542,5 +541,4 @@ steps:
         .await
         .unwrap();
     assert_eq!(set.outputs["a"], "new outline");
-    let _: Arc<Workflow>;
 }

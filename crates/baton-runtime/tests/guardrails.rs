@@ -12,8 +12,7 @@ use baton_runtime::spec::ModelSpec;
 use baton_runtime::{ModelBuildError, ModelFactory, Registry, RunReport, Runtime, load_file};
 use baton_store::MemoryStore;
 use baton_tools::FnTool;
-use serde_json::{Value, json};
-use std::collections::HashMap;
+use serde_json::json;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -311,8 +310,6 @@ steps:
         )
     );
     assert!(events.iter().any(|e| matches!(e, EventKind::ApprovalRequested { message, .. } if message.contains("untrusted"))));
-    let _: HashMap<(), ()> = HashMap::new();
-    let _ = Value::Null;
 }
 
 #[tokio::test]

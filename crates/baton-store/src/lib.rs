@@ -44,6 +44,15 @@ pub(crate) fn now_us() -> u64 {
         .unwrap_or(0)
 }
 
+/// Whether retention removes `record`: in one of `statuses` and last updated before `before_us`.
+pub(crate) fn expired(
+    record: &baton_core::RunRecord,
+    before_us: u64,
+    statuses: &[baton_core::RunStatus],
+) -> bool {
+    record.updated_at_us < before_us && statuses.contains(&record.status)
+}
+
 /// Check that `events` continue a log whose next seq is `next`, without gaps or repeats.
 pub(crate) fn check_order(run: RunId, next: u64, events: &[Event]) -> Result<(), StoreError> {
     for (offset, event) in (0u64..).zip(events) {

@@ -145,9 +145,7 @@ impl RunStore for NullStore {
     ) -> BoxFuture<'_, Result<u64, StoreError>> {
         let mut map = self.lock();
         let before = map.len();
-        map.retain(|_, e| {
-            !(e.record.updated_at_us < before_us && statuses.contains(&e.record.status))
-        });
+        map.retain(|_, e| !crate::expired(&e.record, before_us, &statuses));
         let n = (before - map.len()) as u64;
         Box::pin(std::future::ready(Ok(n)))
     }
