@@ -144,6 +144,17 @@ pub fn compile(spec: &WorkflowSpec, src: &Source<'_>) -> Result<Workflow, Workfl
         text: src.text.clone(),
         models_file: src.models_file.clone(),
     };
+    // Pattern blocks become ordinary steps first (ADR 0001).
+    let expanded = crate::patterns::expand(spec);
+    let spec = match &expanded {
+        Some((x, errors)) => {
+            for e in errors {
+                d.err(e.pos, Some(&e.step), e.message.clone());
+            }
+            x
+        }
+        None => spec,
+    };
     if spec.name.value.trim().is_empty() {
         d.err(spec.name.pos, None, "the workflow needs a non-empty `name`");
     }
@@ -1363,6 +1374,15 @@ fn compile_kind(
             }
         }
         return StepKind::Approval { message: name };
+    }
+    if let Some(b) = &s.builtin {
+        return StepKind::Work(Work::Function {
+            name: s
+                .function
+                .as_ref()
+                .map_or_else(|| id.to_string(), |f| f.value.clone()),
+            func: b.0.clone(),
+        });
     }
     match compile_work(
         d,

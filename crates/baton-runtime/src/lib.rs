@@ -28,6 +28,7 @@ pub mod guard;
 pub mod limits;
 pub mod loader;
 pub mod machine;
+pub mod patterns;
 pub mod registry;
 pub mod report;
 pub mod spec;
