@@ -404,6 +404,23 @@ pub struct Failure {
     pub policy: String,
 }
 
+/// What one agent consumed on one model (the run's cost breakdown).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct CostLine {
+    /// Agent (the scribe's summaries count under the agent whose conversation was summarised).
+    pub agent: String,
+    /// The provider's model name.
+    pub model: String,
+    /// Successful calls.
+    pub model_calls: u64,
+    /// Prompt tokens.
+    pub input_tokens: u64,
+    /// Completion tokens.
+    pub output_tokens: u64,
+    /// US dollars.
+    pub cost_usd: f64,
+}
+
 /// The pure state machine of one run.
 pub struct RunMachine {
     wf: Arc<Workflow>,
@@ -426,6 +443,8 @@ pub struct RunMachine {
     /// deterministic providers.
     agent_calls: HashMap<(usize, String), u64>,
     step_calls: HashMap<(usize, String), u64>,
+    /// Usage per (agent, model), in order of first call.
+    costs: Vec<CostLine>,
     failures: Vec<Failure>,
     skipped: Vec<(usize, String)>,
     events: Vec<Event>,
@@ -517,6 +536,7 @@ impl RunMachine {
             completed: Vec::new(),
             agent_calls: HashMap::new(),
             step_calls: HashMap::new(),
+            costs: Vec::new(),
             failures: Vec::new(),
             skipped: Vec::new(),
             events: Vec::new(),
@@ -668,6 +688,13 @@ impl RunMachine {
             .map(|&i| self.wf.steps[i].name.to_string())
             .collect()
     }
+    /// What each agent consumed on each model, sorted by agent then model.
+    pub fn cost_breakdown(&self) -> Vec<CostLine> {
+        let mut v = self.costs.clone();
+        v.sort_by(|a, b| (&a.agent, &a.model).cmp(&(&b.agent, &b.model)));
+        v
+    }
+
     /// Failures, in order.
     pub fn failures(&self) -> &[Failure] {
         &self.failures
@@ -996,6 +1023,26 @@ impl RunMachine {
                 self.usage.input_tokens += output.usage.input_tokens;
                 self.usage.output_tokens += output.usage.output_tokens;
                 self.usage.cost_usd += cost_usd;
+                let line = match self
+                    .costs
+                    .iter()
+                    .position(|c| *c.agent == **agent && c.model == *model)
+                {
+                    Some(i) => &mut self.costs[i],
+                    None => {
+                        self.costs.push(CostLine {
+                            agent: agent.to_string(),
+                            model: model.clone(),
+                            ..CostLine::default()
+                        });
+                        let last = self.costs.len() - 1;
+                        &mut self.costs[last]
+                    }
+                };
+                line.model_calls += 1;
+                line.input_tokens += output.usage.input_tokens;
+                line.output_tokens += output.usage.output_tokens;
+                line.cost_usd += cost_usd;
                 if let Some(t) = self.tasks.get_mut(task)
                     && t.compressing.is_none()
                 {

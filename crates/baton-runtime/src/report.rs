@@ -54,6 +54,9 @@ pub struct RunReport {
     pub skipped_steps: Vec<SkippedStep>,
     /// What the run consumed (sub-workflows included).
     pub usage: Usage,
+    /// What each agent consumed on each model (this run's own calls; a sub-workflow's are in
+    /// its child run's report), sorted by agent then model.
+    pub cost_breakdown: Vec<crate::machine::CostLine>,
     /// For a degraded run: the share of the workflow's steps that completed, a rough measure of
     /// how much of the intended result the outputs reflect (1.0 when nothing was lost).
     pub confidence: f64,
@@ -180,6 +183,7 @@ impl RunReport {
                 .map(|(step, reason)| SkippedStep { step, reason })
                 .collect(),
             usage: *m.usage(),
+            cost_breakdown: m.cost_breakdown(),
             confidence,
             recommendations,
             duration_ms,

@@ -174,6 +174,14 @@ pub fn print_report(report: &RunReport, json: bool) -> anyhow::Result<()> {
         u.steps,
         report.duration_ms
     );
+    if report.cost_breakdown.len() > 1 {
+        for c in &report.cost_breakdown {
+            println!(
+                "  {} on {}: {} call(s), {} tokens in / {} out, ${:.4}",
+                c.agent, c.model, c.model_calls, c.input_tokens, c.output_tokens, c.cost_usd
+            );
+        }
+    }
     println!(
         "outputs:\n{}",
         serde_json::to_string_pretty(&report.outputs)?
