@@ -129,6 +129,32 @@ impl EventObserver for Progress {
                 if *approved { "✓" } else { "✗" },
                 if *approved { "approved" } else { "rejected" }
             )),
+            EventKind::Delegated {
+                step,
+                from,
+                to,
+                handoff,
+                depth,
+                ..
+            } => Some(format!(
+                "  {step}: {from} {} {to} (depth {depth})",
+                if *handoff {
+                    "hands over to"
+                } else {
+                    "delegates to"
+                }
+            )),
+            EventKind::DelegationReturned {
+                step,
+                from,
+                to,
+                message,
+                ..
+            } => Some(match message["error"].as_str() {
+                Some(e) => format!("  {step}: {from} failed {to}'s task: {e}"),
+                None => format!("  {step}: {from} answered {to}"),
+            }),
+            EventKind::LoopGuard { step, reason } => Some(format!("✗ {step}: {reason}")),
             EventKind::RunSuspended { reason } => Some(format!("⏸ run suspended: {reason}")),
             EventKind::RunResumed { .. } => Some("▶ run resumed".to_string()),
             EventKind::RunFinished { status, .. } => Some(format!("■ run {status}")),

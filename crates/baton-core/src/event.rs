@@ -327,6 +327,54 @@ pub enum EventKind {
         /// New state.
         to: String,
     },
+    /// An agent handed a sub-task to another agent: a delegation (the result comes back to the
+    /// delegating agent as its tool call's result) or a handoff (the receiving agent's answer
+    /// becomes the step's answer). Starts a new agent task inside the same step.
+    Delegated {
+        /// Step id.
+        step: Name,
+        /// The new task.
+        task: u64,
+        /// The delegating agent's task.
+        parent_task: u64,
+        /// The delegating tool call's id.
+        call_id: String,
+        /// Delegating agent.
+        from: Name,
+        /// Receiving agent.
+        to: Name,
+        /// Delegation depth of the new task (1 for a worker of a step's own agent).
+        depth: u32,
+        /// A handoff (control passes to `to`) rather than a delegation.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        handoff: bool,
+        /// The task message (from, to, run and task ids, kind, payload, timestamp, ...).
+        message: Value,
+        /// The new task's opening conversation: exactly what the receiving agent sees.
+        messages: Vec<crate::Message>,
+    },
+    /// A delegated (or handed-off) task ended.
+    DelegationReturned {
+        /// Step id.
+        step: Name,
+        /// The delegated task.
+        task: u64,
+        /// The delegating agent's task.
+        parent_task: u64,
+        /// The delegating tool call's id.
+        call_id: String,
+        /// The agent that did the work.
+        from: Name,
+        /// The agent it reports to.
+        to: Name,
+        /// It was a handoff.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        handoff: bool,
+        /// The result (or error) message, as sent back.
+        message: Value,
+        /// Time the task took.
+        duration_us: u64,
+    },
     /// A loop guard stopped work that made no progress.
     LoopGuard {
         /// Step id.
@@ -548,6 +596,8 @@ impl EventKind {
             EventKind::BudgetExceeded { .. } => "budget_exceeded",
             EventKind::SecurityAlert { .. } => "security_alert",
             EventKind::LoopGuard { .. } => "loop_guard",
+            EventKind::Delegated { .. } => "delegated",
+            EventKind::DelegationReturned { .. } => "delegation_returned",
             EventKind::CircuitBreaker { .. } => "circuit_breaker",
             EventKind::ContextCompressed { .. } => "context_compressed",
             EventKind::ModelFallback { .. } => "model_fallback",

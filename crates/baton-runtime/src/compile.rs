@@ -626,6 +626,7 @@ pub fn compile(spec: &WorkflowSpec, src: &Source<'_>) -> Result<Workflow, Workfl
                 temperature: a.temperature,
                 timeout: a.timeout.map(|t| t.0).unwrap_or(spec.defaults.timeout.0),
                 budget: a.budget,
+                delegates: Vec::new(),
             });
         }
     }
@@ -635,6 +636,104 @@ pub fn compile(spec: &WorkflowSpec, src: &Source<'_>) -> Result<Workflow, Workfl
         .iter()
         .map(|(n, _)| n.value.as_str())
         .collect();
+
+    // ---- delegation: supervisors get delegate tools, peers handoff tools
+    for (name, a) in &spec.agents.0 {
+        let Some(&ai) = agent_index.get(&name.value) else {
+            continue;
+        };
+        for (targets, handoff) in [(&a.delegates.0, false), (&a.handoffs.0, true)] {
+            for t in targets {
+                let what = if handoff { "hand over" } else { "delegate" };
+                if t.value == name.value {
+                    d.err(
+                        t.pos,
+                        None,
+                        format!("agent `{}` cannot {what} to itself", name.value),
+                    );
+                    continue;
+                }
+                let Some(&ti) = agent_index.get(&t.value) else {
+                    if !agent_declared.contains(t.value.as_str()) {
+                        d.err(
+                            t.pos,
+                            None,
+                            format!(
+                                "agent `{}`: cannot {what} to unknown agent `{}`{}",
+                                name.value,
+                                t.value,
+                                did_you_mean(&t.value, agent_declared.iter().copied())
+                            ),
+                        );
+                    }
+                    continue;
+                };
+                let tool = format!(
+                    "{}_to_{}",
+                    if handoff { "handoff" } else { "delegate" },
+                    t.value
+                );
+                if agents[ai].tool_defs.iter().any(|x| x.name == tool) {
+                    d.err(
+                        t.pos,
+                        None,
+                        format!(
+                            "agent `{}`: `{tool}` is given twice (or clashes with a tool of that name)",
+                            name.value
+                        ),
+                    );
+                    continue;
+                }
+                let about = spec
+                    .agents
+                    .0
+                    .iter()
+                    .find(|(n, _)| n.value == t.value)
+                    .map(|(_, s)| s.description.trim().to_string())
+                    .unwrap_or_default();
+                let description = if handoff {
+                    format!(
+                        "Hand the task over to `{}`{}. It sees only what you pass here, and its answer becomes the final answer: you do not continue.",
+                        t.value,
+                        if about.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({about})")
+                        }
+                    )
+                } else {
+                    format!(
+                        "Delegate a sub-task to `{}`{}. It sees only what you pass here; its answer is this call's result.",
+                        t.value,
+                        if about.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({about})")
+                        }
+                    )
+                };
+                agents[ai].tool_defs.push(baton_core::ToolDef {
+                    name: tool.clone(),
+                    description,
+                    parameters: json!({
+                        "type": "object",
+                        "required": ["task"],
+                        "additionalProperties": false,
+                        "properties": {
+                            "task": {"type": "string", "minLength": 1,
+                                     "description": "What to do, as a self-contained instruction."},
+                            "context": {"description": "The facts the receiver needs; it sees nothing else."}
+                        }
+                    }),
+                });
+                agents[ai].delegates.push(crate::workflow::Delegate {
+                    tool,
+                    agent: ti,
+                    handoff,
+                });
+            }
+        }
+    }
 
     // ---- step ids
     let mut step_index: HashMap<String, usize> = HashMap::new();

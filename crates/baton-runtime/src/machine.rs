@@ -268,6 +268,24 @@ struct TaskRt {
     no_compress: bool,
     /// The conversation holds untrusted content (an untrusted key, or an untrusted tool's result).
     tainted: bool,
+    /// A delegated task: who asked, and how.
+    delegation: Option<Box<DelegationRt>>,
+}
+
+/// What a delegated task knows about where it came from.
+#[derive(Clone, Debug)]
+struct DelegationRt {
+    /// The agent doing the work.
+    agent: usize,
+    /// The delegating task and its call id.
+    parent: u64,
+    call_id: String,
+    /// The step's own task at the top of the chain.
+    root: u64,
+    /// Agents from the step's agent down to this one.
+    chain: Vec<usize>,
+    /// The receiver's answer is the step's answer.
+    handoff: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -870,8 +888,101 @@ impl RunMachine {
                         compressing: None,
                         no_compress: false,
                         tainted: self.wf.steps[s].reads_untrusted,
+                        delegation: None,
                     },
                 );
+            }
+            EventKind::Delegated {
+                step,
+                task,
+                parent_task,
+                call_id,
+                to,
+                handoff,
+                messages,
+                ..
+            } => {
+                let s = self.step_idx(step, hint)?;
+                let agent = self
+                    .wf
+                    .agents
+                    .iter()
+                    .position(|a| a.name == *to)
+                    .ok_or_else(|| format!("delegation to unknown agent `{to}`"))?;
+                let p = self
+                    .tasks
+                    .get(parent_task)
+                    .ok_or_else(|| format!("delegation from unknown task {parent_task}"))?;
+                let (root, mut chain) = match &p.delegation {
+                    Some(d) => (d.root, d.chain.clone()),
+                    None => (
+                        *parent_task,
+                        self.agent_of(*parent_task).into_iter().collect(),
+                    ),
+                };
+                chain.push(agent);
+                let (item, tainted) = (p.item, p.tainted);
+                self.tasks.insert(
+                    *task,
+                    TaskRt {
+                        step: s,
+                        started_us: ev.at_us,
+                        item,
+                        logged: messages.len(),
+                        history: messages.clone(),
+                        turn: 0,
+                        attempt: 1,
+                        repairs: 0,
+                        pending_tools: 0,
+                        tool_slots: Vec::new(),
+                        waits: Vec::new(),
+                        intents: Vec::new(),
+                        child: None,
+                        model_idx: 0,
+                        compressing: None,
+                        no_compress: false,
+                        tainted,
+                        delegation: Some(Box::new(DelegationRt {
+                            agent,
+                            parent: *parent_task,
+                            call_id: call_id.clone(),
+                            root,
+                            chain,
+                            handoff: *handoff,
+                        })),
+                    },
+                );
+            }
+            EventKind::DelegationReturned {
+                task,
+                parent_task,
+                call_id,
+                handoff,
+                message,
+                ..
+            } => {
+                self.tasks.remove(task);
+                if !*handoff && let Some(t) = self.tasks.get_mut(parent_task) {
+                    let content = match (&message["payload"], &message["error"]) {
+                        (Value::String(s), _) => s.clone(),
+                        (Value::Null, Value::String(e)) => format!("error: {e}"),
+                        (v, _) => v.to_string(),
+                    };
+                    let msg = Message::tool_result(call_id.clone(), content);
+                    match t
+                        .tool_slots
+                        .iter_mut()
+                        .find(|(id, m)| id == call_id && m.is_none())
+                    {
+                        Some(slot) => slot.1 = Some(msg),
+                        None => t.history.push(msg),
+                    }
+                    t.pending_tools = t.pending_tools.saturating_sub(1);
+                    if t.pending_tools == 0 {
+                        let slots = std::mem::take(&mut t.tool_slots);
+                        t.history.extend(slots.into_iter().filter_map(|(_, m)| m));
+                    }
+                }
             }
             EventKind::StateUpdated {
                 step,
@@ -895,6 +1006,7 @@ impl RunMachine {
             } => {
                 let s = self.step_idx(step, hint)?;
                 let t = self.tasks.remove(task);
+                self.drop_delegations(*task);
                 if let Some(i) = t.as_ref().and_then(|t| t.item) {
                     let m = self
                         .maps
@@ -937,6 +1049,9 @@ impl RunMachine {
             } => {
                 let s = self.step_idx(step, hint)?;
                 let t = task.and_then(|t| self.tasks.remove(&t));
+                if let Some(t) = task {
+                    self.drop_delegations(*t);
+                }
                 if policy == "retry" {
                     // The step runs again; this attempt's failure is in the log, not a loss.
                     self.maps.remove(&s);
@@ -1277,6 +1392,15 @@ impl RunMachine {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Forget the delegated tasks under a step's task that ended (their replies, if any
+    /// arrive, find no task).
+    fn drop_delegations(&mut self, root: u64) {
+        if self.tasks.values().any(|t| t.delegation.is_some()) {
+            self.tasks
+                .retain(|_, t| t.delegation.as_ref().is_none_or(|d| d.root != root));
+        }
     }
 
     fn count_call(
@@ -2208,6 +2332,10 @@ impl RunMachine {
         let Some(t) = self.tasks.get(&task) else {
             return;
         };
+        if t.delegation.is_some() {
+            self.return_delegation(task, Ok(value));
+            return;
+        }
         let duration_us = self.now_us.saturating_sub(t.started_us);
         let s = t.step;
         let wf = self.wf.clone();
@@ -2395,6 +2523,10 @@ impl RunMachine {
         let Some(t) = self.tasks.get(&task) else {
             return;
         };
+        if t.delegation.is_some() {
+            self.return_delegation(task, Err(error));
+            return;
+        }
         let s = t.step;
         if t.item.is_some() {
             let wf = self.wf.clone();
@@ -2659,6 +2791,9 @@ impl RunMachine {
 
     fn agent_of(&self, task: u64) -> Option<usize> {
         let t = self.tasks.get(&task)?;
+        if let Some(d) = &t.delegation {
+            return Some(d.agent);
+        }
         match &self.wf.steps[t.step].kind {
             StepKind::Work(Work::Agent { agent, .. }) => Some(*agent),
             StepKind::Map(m) => match &m.body {
@@ -2919,6 +3054,11 @@ impl RunMachine {
                 Some(s),
             );
         };
+        if let Some(dl) = a.delegates.iter().find(|d| d.tool == call.name) {
+            let (target, handoff) = (dl.agent, dl.handoff);
+            self.delegate(task, s, ai, call, target, handoff);
+            return;
+        }
         let Some(tr) = a.tools.iter().find(|t| t.name == call.name) else {
             let available = if a.tools.is_empty() {
                 "none".to_string()
@@ -3056,6 +3196,225 @@ impl RunMachine {
                 );
             }
             Tier::Auto => self.start_tool(task, s, ai, call.id, call.name, call.args, true),
+        }
+    }
+
+    /// Start a delegated (or handed-over) task for `target`, unless the depth bound or a loop
+    /// forbids it; then the call is refused with the reason, and a `loop_guard` event says why.
+    fn delegate(
+        &mut self,
+        task: u64,
+        s: usize,
+        ai: usize,
+        call: baton_core::ToolCall,
+        target: usize,
+        handoff: bool,
+    ) {
+        let wf = self.wf.clone();
+        let step = wf.steps[s].name.clone();
+        let Some(t) = self.tasks.get(&task) else {
+            return;
+        };
+        let chain: Vec<usize> = match &t.delegation {
+            Some(d) => d.chain.clone(),
+            None => vec![ai],
+        };
+        let names = |c: &[usize]| {
+            c.iter()
+                .map(|&i| &*wf.agents[i].name)
+                .collect::<Vec<_>>()
+                .join(" -> ")
+        };
+        let refuse = |m: &mut Self, reason: String, call: baton_core::ToolCall| {
+            m.emit(
+                EventKind::LoopGuard {
+                    step: step.clone(),
+                    reason: reason.clone(),
+                },
+                Some(s),
+            );
+            m.emit(
+                EventKind::ToolCalled {
+                    step: step.clone(),
+                    task,
+                    tool: call.name.clone(),
+                    call_id: call.id,
+                    args: call.args,
+                    result: None,
+                    error: Some(ToolError::Forbidden {
+                        tool: call.name,
+                        reason,
+                    }),
+                    duration_us: 0,
+                    replayed: false,
+                },
+                Some(s),
+            );
+        };
+        let task_text = call.args.get("task").and_then(Value::as_str).unwrap_or("");
+        if task_text.trim().is_empty() {
+            let error = ToolError::InvalidArguments {
+                tool: call.name.clone(),
+                message: "`task` must be a non-empty string saying what to do".into(),
+            };
+            self.emit(
+                EventKind::ToolCalled {
+                    step,
+                    task,
+                    tool: call.name,
+                    call_id: call.id,
+                    args: call.args,
+                    result: None,
+                    error: Some(error),
+                    duration_us: 0,
+                    replayed: false,
+                },
+                Some(s),
+            );
+            return;
+        }
+        if chain.contains(&target) {
+            let mut path = chain.clone();
+            path.push(target);
+            let reason = format!(
+                "delegation loop: {} (`{}` is already working on this task further up)",
+                names(&path),
+                wf.agents[target].name
+            );
+            refuse(self, reason, call);
+            return;
+        }
+        let depth = chain.len() as u32;
+        let bound = wf.defaults.max_delegation_depth;
+        if depth > bound {
+            let mut path = chain.clone();
+            path.push(target);
+            let reason = format!(
+                "delegation depth bound reached: {} would be depth {depth}, the bound is {bound} (defaults.max_delegation_depth)",
+                names(&path)
+            );
+            refuse(self, reason, call);
+            return;
+        }
+        let from = wf.agents[ai].name.clone();
+        let to_def = &wf.agents[target];
+        let child = self.seq;
+        let context = call.args.get("context").cloned().unwrap_or(Value::Null);
+        let message = serde_json::json!({
+            "from": &*from,
+            "to": &*to_def.name,
+            "run_id": self.run_id.to_string(),
+            "task_id": child,
+            "parent_task_id": task,
+            "kind": if handoff { "handoff" } else { "task" },
+            "payload": {"task": task_text, "context": context},
+            "confidence": null,
+            "timestamp_us": self.now_us,
+            "deadline": null,
+            "retry_count": 0,
+        });
+        let mut system = to_def.instructions.clone();
+        if let Some((schema, _)) = &to_def.output_schema {
+            if !system.is_empty() {
+                system.push_str("\n\n");
+            }
+            system.push_str("Reply with only a JSON value that satisfies this JSON Schema:\n");
+            system.push_str(&schema.to_string());
+        }
+        let mut text = format!(
+            "{} from `{from}`: {task_text}",
+            if handoff { "Handed over" } else { "Task" }
+        );
+        if !context.is_null() {
+            text.push_str("\n\nContext:\n");
+            text.push_str(&match &context {
+                Value::String(c) => c.clone(),
+                other => serde_json::to_string_pretty(other).unwrap_or_default(),
+            });
+        }
+        let mut messages = Vec::with_capacity(2);
+        if !system.is_empty() {
+            messages.push(Message::text(Role::System, system));
+        }
+        messages.push(Message::text(Role::User, text));
+        self.emit(
+            EventKind::Delegated {
+                step,
+                task: child,
+                parent_task: task,
+                call_id: call.id,
+                from,
+                to: to_def.name.clone(),
+                depth,
+                handoff,
+                message,
+                messages,
+            },
+            Some(s),
+        );
+        self.call_model(child);
+    }
+
+    /// A delegated task ended: its answer (or error) goes back to the delegating task, or, for a
+    /// handoff, ends the delegating task with it.
+    fn return_delegation(&mut self, task: u64, result: Result<Value, String>) {
+        let Some(t) = self.tasks.get(&task) else {
+            return;
+        };
+        let Some(d) = t.delegation.clone() else {
+            return;
+        };
+        let s = t.step;
+        let duration_us = self.now_us.saturating_sub(t.started_us);
+        let wf = self.wf.clone();
+        let parent_agent = self.agent_of(d.parent);
+        let from = wf.agents[d.agent].name.clone();
+        let to = parent_agent.map_or_else(|| from.clone(), |a| wf.agents[a].name.clone());
+        let confidence = result
+            .as_ref()
+            .ok()
+            .and_then(|v| v.get("confidence"))
+            .and_then(Value::as_f64);
+        let message = match &result {
+            Ok(v) => serde_json::json!({
+                "from": &*from, "to": &*to, "run_id": self.run_id.to_string(),
+                "task_id": task, "parent_task_id": d.parent, "kind": "result",
+                "payload": v, "confidence": confidence, "timestamp_us": self.now_us,
+            }),
+            Err(e) => serde_json::json!({
+                "from": &*from, "to": &*to, "run_id": self.run_id.to_string(),
+                "task_id": task, "parent_task_id": d.parent, "kind": "error",
+                "payload": null, "error": e, "timestamp_us": self.now_us,
+            }),
+        };
+        self.emit(
+            EventKind::DelegationReturned {
+                step: wf.steps[s].name.clone(),
+                task,
+                parent_task: d.parent,
+                call_id: d.call_id.clone(),
+                from,
+                to: to.clone(),
+                handoff: d.handoff,
+                message,
+                duration_us,
+            },
+            Some(s),
+        );
+        if d.handoff {
+            match result {
+                Ok(v) => self.complete_task(d.parent, v),
+                Err(e) => self.fail_task(
+                    d.parent,
+                    format!("handoff to `{}` failed: {e}", wf.agents[d.agent].name),
+                ),
+            }
+        } else if self
+            .tasks
+            .get(&d.parent)
+            .is_some_and(|p| p.pending_tools == 0 && p.waits.is_empty())
+        {
+            self.call_model(d.parent);
         }
     }
 

@@ -428,6 +428,14 @@ pub struct AgentSpec {
     /// What this agent may consume in the run.
     #[serde(default)]
     pub budget: Option<BudgetSpec>,
+    /// Workers this agent may delegate sub-tasks to at run time (a supervisor): it gets one
+    /// `delegate_to_<worker>` tool each, whose result is the worker's answer.
+    #[serde(default)]
+    pub delegates: OneOrMany<Loc<String>>,
+    /// Peers this agent may hand the task over to: it gets one `handoff_to_<peer>` tool each;
+    /// the peer sees only what is handed over, and its answer is the step's answer.
+    #[serde(default)]
+    pub handoffs: OneOrMany<Loc<String>>,
 }
 
 /// A tool declared in the workflow.
@@ -879,6 +887,8 @@ pub struct Defaults {
     /// Loop guard: an agent calling the same tool with the same arguments this many times in
     /// one turn is stopped.
     pub loop_guard_repeats: u32,
+    /// Bound on delegation depth: a worker's worker's worker (depth 3) may not delegate further.
+    pub max_delegation_depth: u32,
 }
 
 impl Default for Defaults {
@@ -892,6 +902,7 @@ impl Default for Defaults {
             timeout: DurationSpec(Duration::from_secs(120)),
             max_depth: 4,
             loop_guard_repeats: 3,
+            max_delegation_depth: 3,
         }
     }
 }

@@ -67,6 +67,10 @@ impl Workflow {
     pub fn key_names(&self) -> impl Iterator<Item = &str> {
         self.keys.iter().map(|k| &*k.name)
     }
+    /// Compiled agents in declaration order.
+    pub fn agents(&self) -> &[AgentDef] {
+        &self.agents
+    }
     /// Agent names in declaration order.
     pub fn agent_names(&self) -> impl Iterator<Item = &str> {
         self.agents.iter().map(|a| &*a.name)
@@ -127,6 +131,30 @@ pub struct AgentDef {
     pub(crate) temperature: Option<f32>,
     pub(crate) timeout: Duration,
     pub(crate) budget: Option<crate::spec::BudgetSpec>,
+    /// Agents it may delegate to or hand over to, by generated tool name.
+    pub(crate) delegates: Vec<Delegate>,
+}
+
+/// A generated delegation tool of an agent.
+#[derive(Clone, Debug)]
+pub struct Delegate {
+    /// `delegate_to_<agent>` or `handoff_to_<agent>`.
+    pub(crate) tool: String,
+    /// The receiving agent.
+    pub(crate) agent: usize,
+    /// A handoff (the receiver's answer is the step's answer).
+    pub(crate) handoff: bool,
+}
+
+impl AgentDef {
+    /// The agent's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The agents it may delegate to (`false`) or hand over to (`true`), by index.
+    pub fn delegates(&self) -> impl Iterator<Item = (usize, bool)> + '_ {
+        self.delegates.iter().map(|d| (d.agent, d.handoff))
+    }
 }
 
 /// What a step (or a map item) does.
@@ -161,6 +189,13 @@ pub struct MapDef {
     pub(crate) body: Work,
     pub(crate) concurrency: u32,
     pub(crate) on_item_error: OnItemError,
+}
+
+impl MapDef {
+    /// What runs per item.
+    pub fn body(&self) -> &Work {
+        &self.body
+    }
 }
 
 /// The kinds of step.

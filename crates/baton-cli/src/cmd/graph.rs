@@ -26,7 +26,9 @@ pub fn mermaid(wf: &Workflow) -> String {
     let _ = writeln!(out, "---\ntitle: {}\n---\nflowchart TD", label(wf.name()));
     for s in wf.steps() {
         let kind = match s.kind() {
-            StepKind::Work(Work::Agent { .. }) => "agent".to_string(),
+            StepKind::Work(Work::Agent { agent, .. }) => {
+                format!("agent {}", wf.agents()[*agent].name())
+            }
             StepKind::Work(Work::Code { .. }) => "code".to_string(),
             StepKind::Work(Work::Function { name, .. }) => format!("fn {name}"),
             StepKind::Workflow { child, .. } => format!("workflow {}", child.name()),
@@ -79,6 +81,58 @@ pub fn mermaid(wf: &Workflow) -> String {
                 id(s.name()),
                 id(wf.step(t).name())
             );
+        }
+    }
+    // Supervisors and handoffs: who may delegate to (or hand over to) whom, at run time.
+    let mut shown = vec![false; wf.agents().len()];
+    let mut stack: Vec<usize> = Vec::new();
+    for s in wf.steps() {
+        let agent = match s.kind() {
+            StepKind::Work(Work::Agent { agent, .. }) => Some(*agent),
+            StepKind::Map(m) => match m.body() {
+                Work::Agent { agent, .. } => Some(*agent),
+                _ => None,
+            },
+            _ => None,
+        };
+        let Some(a) = agent else { continue };
+        if wf.agents()[a].delegates().next().is_none() {
+            continue;
+        }
+        for (to, handoff) in wf.agents()[a].delegates() {
+            let _ = writeln!(
+                out,
+                "    {} {} agent_{}",
+                id(s.name()),
+                if handoff {
+                    "==>|hands over|"
+                } else {
+                    "==>|delegates|"
+                },
+                id(wf.agents()[to].name())
+            );
+            stack.push(to);
+        }
+    }
+    while let Some(a) = stack.pop() {
+        if std::mem::replace(&mut shown[a], true) {
+            continue;
+        }
+        let name = wf.agents()[a].name();
+        let _ = writeln!(out, "    agent_{}{{{{\"{}\"}}}}", id(name), label(name));
+        for (to, handoff) in wf.agents()[a].delegates() {
+            let _ = writeln!(
+                out,
+                "    agent_{} {} agent_{}",
+                id(name),
+                if handoff {
+                    "==>|hands over|"
+                } else {
+                    "==>|delegates|"
+                },
+                id(wf.agents()[to].name())
+            );
+            stack.push(to);
         }
     }
     out

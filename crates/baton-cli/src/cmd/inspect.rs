@@ -170,6 +170,36 @@ pub fn summary(e: &Event) -> String {
         EventKind::OutputRejected { step, reason, .. } => {
             format!("`{step}`: answer rejected: {reason}")
         }
+        EventKind::Delegated {
+            step,
+            task,
+            from,
+            to,
+            depth,
+            handoff,
+            message,
+            ..
+        } => format!(
+            "`{step}`: {from} {} {to} (task {task}, depth {depth}): {}",
+            if *handoff {
+                "hands over to"
+            } else {
+                "delegates to"
+            },
+            message["payload"]["task"].as_str().unwrap_or("")
+        ),
+        EventKind::DelegationReturned {
+            step,
+            task,
+            from,
+            to,
+            message,
+            ..
+        } => match message["error"].as_str() {
+            Some(e) => format!("`{step}`: {from} failed task {task} for {to}: {e}"),
+            None => format!("`{step}`: {from} answered task {task} for {to}"),
+        },
+        EventKind::LoopGuard { step, reason } => format!("`{step}`: {reason}"),
         EventKind::Retry {
             step,
             attempt,
