@@ -498,3 +498,40 @@ steps:
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn the_rust_api_builds_the_same_supervisor() {
+    use baton_runtime::builder::{StepBuilder, WorkflowBuilder};
+    use baton_runtime::spec::{AgentSpec, Loc, MergeRule, OneOrMany};
+    let script = r#"
+agents:
+  manager:
+    - tool_calls: [{name: delegate_to_fin, args: {task: "Score ACME"}}]
+    - text: "go"
+  fin:
+    - text: "80"
+"#;
+    let registry = scripted(script);
+    let manager = AgentSpec {
+        instructions: "Delegate, then decide.".into(),
+        delegates: OneOrMany(vec![Loc::new("fin".to_string())]),
+        ..AgentSpec::default()
+    };
+    let wf = WorkflowBuilder::new("review")
+        .agent("manager", manager)
+        .agent("fin", AgentSpec::default())
+        .state("verdict", MergeRule::Replace)
+        .step(StepBuilder::agent("review", "manager", "Review ACME.").output("verdict"))
+        .build(&registry)
+        .unwrap();
+    let store = Arc::new(MemoryStore::new());
+    let report = Runtime::new(store.clone())
+        .run(wf, json!({}))
+        .await
+        .unwrap();
+    assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
+    let id: RunId = report.run_id.parse().unwrap();
+    let events = store.events(id, 0).await.unwrap();
+    assert_eq!(delegations(&events), [("manager".into(), "fin".into(), 1)]);
+    assert_eq!(report.outputs["verdict"], "go");
+}
