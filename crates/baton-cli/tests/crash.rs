@@ -184,6 +184,22 @@ const SCENARIOS: &[Scenario] = &[
         sample: false,
     },
     Scenario {
+        example: "due-diligence-supervisor",
+        input: "input.json",
+        script: None,
+        status: "succeeded",
+        bookings: 0,
+        sample: false,
+    },
+    Scenario {
+        example: "launch-handoff",
+        input: "input.json",
+        script: None,
+        status: "succeeded",
+        bookings: 0,
+        sample: false,
+    },
+    Scenario {
         example: "coder-tester",
         input: "input.json",
         script: Some("script-stuck.yaml"),
