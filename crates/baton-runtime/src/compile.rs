@@ -30,6 +30,9 @@ pub struct Source<'a> {
     pub text: Option<String>,
     /// The file the `models:` section came from, when it replaced the workflow's own.
     pub models_file: Option<String>,
+    /// The nesting bound of the workflows including this one (the smallest `max_depth` above
+    /// it); `None` at the top.
+    pub max_depth: Option<u32>,
 }
 
 struct Diags {
@@ -1401,20 +1404,22 @@ fn compile_kind(
             );
             return StepKind::Noop;
         }
-        if src.stack.len() as u32 >= spec.defaults.max_depth {
+        // The smallest bound of this file and every file including it applies.
+        let bound = src
+            .max_depth
+            .map_or(spec.defaults.max_depth, |b| b.min(spec.defaults.max_depth));
+        if src.stack.len() as u32 >= bound {
             d.err(
                 w.pos,
                 Some(id),
-                format!(
-                    "sub-workflows nest deeper than max_depth {}",
-                    spec.defaults.max_depth
-                ),
+                format!("sub-workflows nest deeper than max_depth {bound}"),
             );
             return StepKind::Noop;
         }
         let mut stack = src.stack.clone();
         stack.push(canon);
-        let child = match crate::loader::load_nested(&path, src.registry, stack, None) {
+        let child = match crate::loader::load_nested(&path, src.registry, stack, None, Some(bound))
+        {
             Ok(c) => c,
             Err(e) => {
                 let msgs: Vec<String> = e.diagnostics.iter().map(|x| x.to_string()).collect();

@@ -49,7 +49,7 @@ fn clean_message(msg: &str) -> String {
 /// Load and compile a workflow file.
 pub fn load_file(path: &Path, registry: &Registry) -> Result<Arc<Workflow>, WorkflowError> {
     let canon = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-    load_nested(path, registry, vec![canon], None)
+    load_nested(path, registry, vec![canon], None, None)
 }
 
 /// Load a workflow file with its `models:` section replaced by the one in `models_file` (a
@@ -64,7 +64,7 @@ pub fn load_file_with_models(
     let models: Entries<ModelSpec> =
         serde_saphyr::from_str(&text).map_err(|e| located(&shown, &e))?;
     let canon = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-    load_nested(path, registry, vec![canon], Some((shown, models)))
+    load_nested(path, registry, vec![canon], Some((shown, models)), None)
 }
 
 fn read_text(path: &Path, file: &str) -> Result<String, WorkflowError> {
@@ -108,6 +108,7 @@ pub(crate) fn load_nested(
     registry: &Registry,
     stack: Vec<PathBuf>,
     models: Option<(String, Entries<ModelSpec>)>,
+    max_depth: Option<u32>,
 ) -> Result<Arc<Workflow>, WorkflowError> {
     let file = path.display().to_string();
     let text = read_text(path, &file)?;
@@ -134,6 +135,7 @@ pub(crate) fn load_nested(
         stack,
         text: Some(text),
         models_file,
+        max_depth,
     };
     compile(&spec, &src).map(Arc::new)
 }
@@ -153,6 +155,7 @@ pub fn compile_str(
         stack: Vec::new(),
         text: Some(text.to_string()),
         models_file: None,
+        max_depth: None,
     };
     compile(&spec, &src).map(Arc::new)
 }
@@ -170,6 +173,7 @@ pub fn compile_spec(
         stack: Vec::new(),
         text: None,
         models_file: None,
+        max_depth: None,
     };
     compile(spec, &src).map(Arc::new)
 }

@@ -1230,3 +1230,32 @@ proptest! {
         check_never_panics(&text)?;
     }
 }
+
+#[test]
+fn a_parents_depth_bound_applies_to_its_children() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, bound: Option<u32>, child: Option<&str>| {
+        let defaults = bound.map_or(String::new(), |b| format!("defaults: {{max_depth: {b}}}\n"));
+        let step = match child {
+            Some(c) => format!("  - id: sub\n    workflow: {c}\n    output: out\n"),
+            None => "  - id: sub\n    function: noop\n    output: out\n".to_string(),
+        };
+        std::fs::write(
+            dir.path().join(name),
+            format!("name: {name}\n{defaults}state:\n  out: replace\nsteps:\n{step}"),
+        )
+        .unwrap();
+    };
+    // top (bound 2) -> mid (no bound of its own: 4) -> leaf: level 2 may not nest.
+    file("top.yaml", Some(2), Some("mid.yaml"));
+    file("mid.yaml", None, Some("leaf.yaml"));
+    file("leaf.yaml", None, None);
+    let reg = registry();
+    let err = load_file(&dir.path().join("top.yaml"), &reg).unwrap_err();
+    assert!(
+        err.to_string().contains("nest deeper than max_depth 2"),
+        "{err}"
+    );
+    // On its own, mid.yaml is fine: levels count from the file you run.
+    load_file(&dir.path().join("mid.yaml"), &reg).unwrap();
+}
