@@ -107,6 +107,23 @@ impl Usage {
     }
 }
 
+/// What one agent consumed on one model: a line of a run's cost breakdown.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CostLine {
+    /// Agent.
+    pub agent: String,
+    /// The provider's model name.
+    pub model: String,
+    /// Successful calls.
+    pub model_calls: u64,
+    /// Prompt tokens.
+    pub input_tokens: u64,
+    /// Completion tokens.
+    pub output_tokens: u64,
+    /// US dollars.
+    pub cost_usd: f64,
+}
+
 /// Totals of what a run consumed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Usage {
@@ -565,6 +582,9 @@ pub enum EventKind {
         status: RunStatus,
         /// What it consumed (added to this run's usage).
         usage: Usage,
+        /// Its cost breakdown (added to this run's).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        costs: Vec<CostLine>,
     },
     /// The run ended.
     RunFinished {

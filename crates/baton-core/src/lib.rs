@@ -12,7 +12,7 @@ pub mod model;
 pub mod store;
 pub mod tool;
 
-pub use event::{Event, EventKind, KeyUpdate, Name, RunStatus, Usage};
+pub use event::{CostLine, Event, EventKind, KeyUpdate, Name, RunStatus, Usage};
 pub use id::RunId;
 pub use message::{Message, Role, ToolCall};
 pub use model::{

@@ -105,6 +105,35 @@ impl WorkflowBuilder {
         self
     }
 
+    /// What the workflow does (documentation).
+    pub fn description(mut self, text: impl Into<String>) -> Self {
+        self.spec.description = text.into();
+        self
+    }
+
+    /// Declare a model alias. Agents pick one with `AgentSpec::model`; a model registered in
+    /// the [`Registry`] under an alias can be used without declaring it here.
+    pub fn model(mut self, alias: impl Into<String>, model: crate::spec::ModelSpec) -> Self {
+        self.spec.models.0.push((Loc::new(alias.into()), model));
+        self
+    }
+
+    /// The keys reported as the run's `outputs` (and returned by a sub-workflow).
+    pub fn outputs<I, S>(mut self, keys: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.spec.outputs = Some(locs(keys));
+        self
+    }
+
+    /// Bound on sub-workflow nesting (`defaults.max_depth`).
+    pub fn max_depth(mut self, n: u32) -> Self {
+        self.spec.defaults.max_depth = n;
+        self
+    }
+
     /// The spec built so far.
     pub fn spec(&self) -> &WorkflowSpec {
         &self.spec
@@ -206,6 +235,68 @@ impl StepBuilder {
         StepBuilder { spec }
     }
 
+    /// A debate: pro and contra agents argue for a bounded number of rounds, then an
+    /// arbitrator decides (the same step as a `debate:` block in YAML; see
+    /// `docs/patterns/debate.md`). Give it `reads` for the topic template and an `output`.
+    pub fn debate(id: &str, debate: crate::patterns::debate::DebateSpec) -> Self {
+        let mut spec = Self::with_id(id);
+        spec.debate = Some(Loc::new(debate));
+        StepBuilder { spec }
+    }
+
+    /// A reflection: a producer drafts, a verifier checks and sends the draft back with
+    /// reasons until it passes or the bound is reached (the same step as a `reflect:` block;
+    /// see `docs/patterns/reflect.md`).
+    pub fn reflect(id: &str, reflect: crate::patterns::reflect::ReflectSpec) -> Self {
+        let mut spec = Self::with_id(id);
+        spec.reflect = Some(Loc::new(reflect));
+        StepBuilder { spec }
+    }
+
+    /// A progressive refinement: passes that narrow the scope one after the other, ending
+    /// early when a pass's `stop_when` holds (the same step as a `refine:` block; see
+    /// `docs/patterns/refine.md`).
+    pub fn refine(id: &str, refine: crate::patterns::refine::RefineSpec) -> Self {
+        let mut spec = Self::with_id(id);
+        spec.refine = Some(Loc::new(refine));
+        StepBuilder { spec }
+    }
+
+    /// A consensus vote (the same step as a `vote:` block in YAML; see
+    /// `docs/patterns/vote.md`). Give it `reads` for the prompt and an `output` for the
+    /// accepted answer.
+    pub fn vote(id: &str, vote: crate::patterns::vote::VoteSpec) -> Self {
+        let mut spec = Self::with_id(id);
+        spec.vote = Some(Loc::new(vote));
+        StepBuilder { spec }
+    }
+
+    /// A confidence × authority weighted synthesis (the same step as a `synthesize:` block in
+    /// YAML; see `docs/patterns/synthesize.md`). Give it an `output`.
+    pub fn synthesize(id: &str, synthesis: crate::patterns::synthesize::SynthesizeSpec) -> Self {
+        let mut spec = Self::with_id(id);
+        spec.synthesize = Some(Loc::new(synthesis));
+        StepBuilder { spec }
+    }
+
+    /// A best-of-n with a judge (the same step as a `best_of:` block in YAML; see
+    /// `docs/patterns/best-of.md`). Give it `reads` for the prompt and an `output` for the
+    /// winning candidate.
+    pub fn best_of(id: &str, best_of: crate::patterns::best_of::BestOfSpec) -> Self {
+        let mut spec = Self::with_id(id);
+        spec.best_of = Some(Loc::new(best_of));
+        StepBuilder { spec }
+    }
+
+    /// A swarm: one agent over every item of a list, then a reducer (the same step as a
+    /// `swarm:` block in YAML; see `docs/patterns/swarm.md`). Give it `reads` for the prompts
+    /// and an `output` for the reducer's result.
+    pub fn swarm(id: &str, swarm: crate::patterns::swarm::SwarmSpec) -> Self {
+        let mut spec = Self::with_id(id);
+        spec.swarm = Some(Loc::new(swarm));
+        StepBuilder { spec }
+    }
+
     /// Steps that must complete first.
     pub fn needs<I, S>(mut self, steps: I) -> Self
     where
@@ -298,6 +389,46 @@ impl StepBuilder {
     /// What is lost if the step fails.
     pub fn impact(mut self, text: &str) -> Self {
         self.spec.impact = Some(text.to_string());
+        self
+    }
+
+    /// A sub-workflow step: runs the workflow file at `path` as a child run and takes its
+    /// `outputs` as the step's output. A relative path resolves against the current directory
+    /// (for a built workflow) or the parent file's directory.
+    pub fn workflow(id: &str, path: &str) -> Self {
+        let mut spec = Self::with_id(id);
+        spec.workflow = Some(Loc::new(path.to_string()));
+        StepBuilder { spec }
+    }
+
+    /// For a sub-workflow step: the child's state key `key` starts with the value of the CEL
+    /// expression `expr`, evaluated over this workflow's state when the step starts.
+    pub fn input(mut self, key: &str, expr: &str) -> Self {
+        self.spec
+            .input
+            .0
+            .push((Loc::new(key.to_string()), Loc::new(expr.to_string())));
+        self
+    }
+
+    /// Add a router branch (tried in the order added): when `when` holds (`None`: always),
+    /// trigger every step of `targets` at once. Makes the step a router if it is not one.
+    pub fn branch<I, S>(mut self, when: Option<&str>, targets: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let branch = BranchSpec {
+            when: when.map(|w| Loc::new(w.to_string())),
+            to: OneOrMany(locs(targets)),
+        };
+        self.spec.router.get_or_insert_with(Vec::new).push(branch);
+        self
+    }
+
+    /// What the step does (documentation).
+    pub fn description(mut self, text: &str) -> Self {
+        self.spec.description = text.to_string();
         self
     }
 }

@@ -699,6 +699,7 @@ impl Runtime {
                             output: rep.outputs,
                             reason: rep.reason,
                             usage: rep.usage,
+                            costs: rep.cost_breakdown,
                             duration_us: duration_us(),
                         },
                         Err(e) => Input::ChildFinished {
@@ -708,6 +709,7 @@ impl Runtime {
                             output: Value::Null,
                             reason: Some(e.to_string()),
                             usage: Default::default(),
+                            costs: Vec::new(),
                             duration_us: duration_us(),
                         },
                     }

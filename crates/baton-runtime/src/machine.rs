@@ -110,6 +110,8 @@ pub enum Input {
         reason: Option<String>,
         /// What it consumed.
         usage: Usage,
+        /// Its cost breakdown.
+        costs: Vec<CostLine>,
         /// How long it took.
         duration_us: u64,
     },
@@ -422,22 +424,8 @@ pub struct Failure {
     pub policy: String,
 }
 
-/// What one agent consumed on one model (the run's cost breakdown).
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
-pub struct CostLine {
-    /// Agent (the scribe's summaries count under the agent whose conversation was summarised).
-    pub agent: String,
-    /// The provider's model name.
-    pub model: String,
-    /// Successful calls.
-    pub model_calls: u64,
-    /// Prompt tokens.
-    pub input_tokens: u64,
-    /// Completion tokens.
-    pub output_tokens: u64,
-    /// US dollars.
-    pub cost_usd: f64,
-}
+/// A line of the run's cost breakdown (agent, model, calls, tokens, cost).
+pub use baton_core::CostLine;
 
 /// The pure state machine of one run.
 pub struct RunMachine {
@@ -1138,26 +1126,14 @@ impl RunMachine {
                 self.usage.input_tokens += output.usage.input_tokens;
                 self.usage.output_tokens += output.usage.output_tokens;
                 self.usage.cost_usd += cost_usd;
-                let line = match self
-                    .costs
-                    .iter()
-                    .position(|c| *c.agent == **agent && c.model == *model)
-                {
-                    Some(i) => &mut self.costs[i],
-                    None => {
-                        self.costs.push(CostLine {
-                            agent: agent.to_string(),
-                            model: model.clone(),
-                            ..CostLine::default()
-                        });
-                        let last = self.costs.len() - 1;
-                        &mut self.costs[last]
-                    }
-                };
-                line.model_calls += 1;
-                line.input_tokens += output.usage.input_tokens;
-                line.output_tokens += output.usage.output_tokens;
-                line.cost_usd += cost_usd;
+                self.add_cost(&CostLine {
+                    agent: agent.to_string(),
+                    model: model.clone(),
+                    model_calls: 1,
+                    input_tokens: output.usage.input_tokens,
+                    output_tokens: output.usage.output_tokens,
+                    cost_usd: *cost_usd,
+                });
                 if let Some(t) = self.tasks.get_mut(task)
                     && t.compressing.is_none()
                 {
@@ -1380,8 +1356,11 @@ impl RunMachine {
                     self.state.set_input(k, u.value.clone());
                 }
             }
-            EventKind::ChildFinished { usage, .. } => {
+            EventKind::ChildFinished { usage, costs, .. } => {
                 self.usage.add(usage);
+                for c in costs {
+                    self.add_cost(c);
+                }
             }
             EventKind::RunFinished { status, reason } => {
                 self.status = *status;
@@ -1392,6 +1371,30 @@ impl RunMachine {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Add to the cost breakdown.
+    fn add_cost(&mut self, add: &CostLine) {
+        let i = match self
+            .costs
+            .iter()
+            .position(|c| c.agent == add.agent && c.model == add.model)
+        {
+            Some(i) => i,
+            None => {
+                self.costs.push(CostLine {
+                    agent: add.agent.clone(),
+                    model: add.model.clone(),
+                    ..CostLine::default()
+                });
+                self.costs.len() - 1
+            }
+        };
+        let line = &mut self.costs[i];
+        line.model_calls += add.model_calls;
+        line.input_tokens += add.input_tokens;
+        line.output_tokens += add.output_tokens;
+        line.cost_usd += add.cost_usd;
     }
 
     /// Forget the delegated tasks under a step's task that ended (their replies, if any
@@ -1813,6 +1816,7 @@ impl RunMachine {
                 output,
                 reason,
                 usage,
+                costs,
                 ..
             } => {
                 if let Some(t) = self.tasks.get(&task) {
@@ -1825,6 +1829,7 @@ impl RunMachine {
                             child,
                             status,
                             usage,
+                            costs,
                         },
                         Some(s),
                     );

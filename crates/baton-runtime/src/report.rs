@@ -54,8 +54,8 @@ pub struct RunReport {
     pub skipped_steps: Vec<SkippedStep>,
     /// What the run consumed (sub-workflows included).
     pub usage: Usage,
-    /// What each agent consumed on each model (this run's own calls; a sub-workflow's are in
-    /// its child run's report), sorted by agent then model.
+    /// What each agent consumed on each model, sub-workflows included, sorted by agent then
+    /// model.
     pub cost_breakdown: Vec<crate::machine::CostLine>,
     /// For a degraded run: the share of the workflow's steps that completed, a rough measure of
     /// how much of the intended result the outputs reflect (1.0 when nothing was lost).

@@ -844,6 +844,35 @@ pub struct StepSpec {
     /// step fails (the `timeout` field bounds each call).
     #[serde(default)]
     pub deadline: Option<DurationSpec>,
+    /// Debate block: pro and contra agents argue for a bounded number of rounds, then an
+    /// arbitrator decides (see `docs/patterns/debate.md`).
+    #[serde(default)]
+    pub debate: Option<Loc<crate::patterns::debate::DebateSpec>>,
+    /// Reflection / verification block: a producer drafts, a verifier checks the draft and
+    /// sends it back with reasons until it passes or a bound is reached (see
+    /// `docs/patterns/reflect.md`).
+    #[serde(default)]
+    pub reflect: Option<Loc<crate::patterns::reflect::ReflectSpec>>,
+    /// Progressive refinement block: passes that narrow the scope one after the other, ending
+    /// early when a pass finds nothing worth pursuing (see `docs/patterns/refine.md`).
+    #[serde(default)]
+    pub refine: Option<Loc<crate::patterns::refine::RefineSpec>>,
+    /// Consensus vote block: voters answer the same task with structured answers, a tally
+    /// accepts the majority and sends dissenters back once (see `docs/patterns/vote.md`).
+    #[serde(default)]
+    pub vote: Option<Loc<crate::patterns::vote::VoteSpec>>,
+    /// Weighted synthesis block: numeric findings merged by confidence × authority (see
+    /// `docs/patterns/synthesize.md`).
+    #[serde(default)]
+    pub synthesize: Option<Loc<crate::patterns::synthesize::SynthesizeSpec>>,
+    /// Best-of-n block: candidates in parallel, a judge picks one (see
+    /// `docs/patterns/best-of.md`).
+    #[serde(default)]
+    pub best_of: Option<Loc<crate::patterns::best_of::BestOfSpec>>,
+    /// Swarm block: one agent over every item of a list, then a reducer (see
+    /// `docs/patterns/swarm.md`).
+    #[serde(default)]
+    pub swarm: Option<Loc<crate::patterns::swarm::SwarmSpec>>,
     /// A Rust function supplied by a pattern expansion (never written in YAML): when set, the
     /// step is a function step running it, and `function` is only its display name.
     #[serde(skip)]

@@ -12,6 +12,15 @@
 
 use crate::spec::{KeySpec, Loc, MergeRule, Pos, StepSpec, WorkflowSpec};
 
+pub mod best_of;
+pub mod debate;
+mod looping;
+pub mod refine;
+pub mod reflect;
+pub mod swarm;
+pub mod synthesize;
+pub mod vote;
+
 /// A problem found while expanding a pattern block.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PatternError {
@@ -73,8 +82,14 @@ impl Expansion<'_> {
 }
 
 /// Whether a step carries a pattern block.
-fn has_pattern(_s: &StepSpec) -> bool {
-    false
+fn has_pattern(s: &StepSpec) -> bool {
+    s.debate.is_some()
+        || s.reflect.is_some()
+        || s.refine.is_some()
+        || s.vote.is_some()
+        || s.synthesize.is_some()
+        || s.best_of.is_some()
+        || s.swarm.is_some()
 }
 
 /// Expand every pattern block. `None` when the workflow uses none (nothing to copy).
@@ -91,6 +106,34 @@ pub fn expand(spec: &WorkflowSpec) -> Option<(WorkflowSpec, Vec<PatternError>)> 
     for s in &spec.steps {
         if !has_pattern(s) {
             x.steps.push(s.clone());
+            continue;
+        }
+        if s.debate.is_some() {
+            debate::expand_step(s, &mut x);
+            continue;
+        }
+        if s.reflect.is_some() {
+            reflect::expand_step(s, &mut x);
+            continue;
+        }
+        if s.refine.is_some() {
+            refine::expand_step(s, &mut x);
+            continue;
+        }
+        if s.vote.is_some() {
+            vote::expand_step(s, &mut x);
+            continue;
+        }
+        if s.synthesize.is_some() {
+            synthesize::expand_step(s, &mut x);
+            continue;
+        }
+        if s.best_of.is_some() {
+            best_of::expand_step(s, &mut x);
+            continue;
+        }
+        if s.swarm.is_some() {
+            swarm::expand_step(s, &mut x);
             continue;
         }
     }
