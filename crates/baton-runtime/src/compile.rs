@@ -1051,6 +1051,11 @@ pub fn compile(spec: &WorkflowSpec, src: &Source<'_>) -> Result<Workflow, Workfl
     if !d.list.is_empty() {
         d.list
             .sort_by_key(|x| x.pos.map(|p| (p.line, p.col)).unwrap_or((u32::MAX, 0)));
+        // A pattern block expands into several steps sharing its position: one problem in it
+        // is reported once, not once per generated step.
+        let mut seen = HashSet::new();
+        d.list
+            .retain(|x| x.pos.is_none() || seen.insert((x.file.clone(), x.pos, x.message.clone())));
         return Err(WorkflowError {
             diagnostics: d.list,
         });

@@ -1259,3 +1259,28 @@ fn a_parents_depth_bound_applies_to_its_children() {
     // On its own, mid.yaml is fine: levels count from the file you run.
     load_file(&dir.path().join("mid.yaml"), &reg).unwrap();
 }
+
+#[test]
+fn two_pattern_blocks_on_one_step_are_an_error() {
+    let err = errors(
+        r#"
+name: two
+agents:
+  a: {}
+  b: {}
+state:
+  out: replace
+steps:
+  - id: s
+    vote: {voters: [a, b], prompt: "Which?", compare: answer}
+    synthesize: {findings: [out], score: score}
+    output: out
+"#,
+    );
+    let d = find(
+        &err,
+        pos(11, 17),
+        &["one pattern block", "vote and synthesize"],
+    );
+    assert_eq!(d.step.as_deref(), Some("s"));
+}

@@ -81,6 +81,33 @@ impl Expansion<'_> {
     }
 }
 
+/// The pattern blocks a step carries: (block name, its position).
+fn blocks(s: &StepSpec) -> Vec<(&'static str, Option<Pos>)> {
+    let mut v = Vec::new();
+    if let Some(b) = &s.debate {
+        v.push(("debate", b.pos));
+    }
+    if let Some(b) = &s.reflect {
+        v.push(("reflect", b.pos));
+    }
+    if let Some(b) = &s.refine {
+        v.push(("refine", b.pos));
+    }
+    if let Some(b) = &s.vote {
+        v.push(("vote", b.pos));
+    }
+    if let Some(b) = &s.synthesize {
+        v.push(("synthesize", b.pos));
+    }
+    if let Some(b) = &s.best_of {
+        v.push(("best_of", b.pos));
+    }
+    if let Some(b) = &s.swarm {
+        v.push(("swarm", b.pos));
+    }
+    v
+}
+
 /// Whether a step carries a pattern block.
 fn has_pattern(s: &StepSpec) -> bool {
     s.debate.is_some()
@@ -107,6 +134,18 @@ pub fn expand(spec: &WorkflowSpec) -> Option<(WorkflowSpec, Vec<PatternError>)> 
         if !has_pattern(s) {
             x.steps.push(s.clone());
             continue;
+        }
+        let found = blocks(s);
+        if found.len() > 1 {
+            let names: Vec<&str> = found.iter().map(|(n, _)| *n).collect();
+            x.err(
+                found[1].1.or(s.id.pos),
+                &s.id.value,
+                format!(
+                    "a step carries one pattern block, this one has {}: split it into one step per pattern",
+                    names.join(" and ")
+                ),
+            );
         }
         if s.debate.is_some() {
             debate::expand_step(s, &mut x);
