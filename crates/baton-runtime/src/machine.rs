@@ -1046,6 +1046,9 @@ impl RunMachine {
                     self.steps[s].status = StepStatus::Failed;
                     self.steps[s].retried += 1;
                     self.steps[s].triggered = true;
+                    // The next attempt runs in a later round than the failed one, so what it
+                    // writes to `append` keys orders after what earlier rounds wrote.
+                    self.steps[s].pending_round = self.steps[s].round;
                     self.candidates.push_back(s);
                     return Ok(());
                 }

@@ -31,21 +31,6 @@ pub fn ident(s: &str) -> String {
     out
 }
 
-/// The looping pattern blocks a step carries, by YAML name.
-fn blocks(s: &StepSpec) -> Vec<(&'static str, Option<Pos>)> {
-    let mut out = Vec::new();
-    if let Some(b) = &s.debate {
-        out.push(("debate", b.pos));
-    }
-    if let Some(b) = &s.reflect {
-        out.push(("reflect", b.pos));
-    }
-    if let Some(b) = &s.refine {
-        out.push(("refine", b.pos));
-    }
-    out
-}
-
 /// Refuse the fields a pattern block replaces, and a second block. `bound` names the block's
 /// own bound, suggested instead of `max_visits`. True when all is well.
 pub fn check_fields(s: &StepSpec, block: &str, bound: &str, x: &mut Expansion<'_>) -> bool {
@@ -96,20 +81,6 @@ pub fn check_fields(s: &StepSpec, block: &str, bound: &str, x: &mut Expansion<'_
             id,
             format!(
                 "`max_visits` does not apply to a `{block}:` step: its loop is bounded by `{bound}`"
-            ),
-        );
-        ok = false;
-    }
-    let all = blocks(s);
-    if all.len() > 1 {
-        let names: Vec<String> = all.iter().map(|(n, _)| format!("`{n}:`")).collect();
-        let at = all.iter().find(|(n, _)| *n != block).and_then(|(_, p)| *p);
-        x.err(
-            at.or(s.id.pos),
-            id,
-            format!(
-                "a step carries one pattern block, but this one has {}",
-                names.join(" and ")
             ),
         );
         ok = false;
