@@ -595,6 +595,47 @@ fn every_example_graphs_as_mermaid() {
     }
 }
 
+/// Every workflow file under `examples/` (pattern examples and their variants included)
+/// validates, and graphs with a node for each of its steps.
+#[test]
+fn every_workflow_under_examples_validates_and_graphs() {
+    let root = example_dir("");
+    let mut files = Vec::new();
+    for dir in std::fs::read_dir(&root).unwrap() {
+        let dir = dir.unwrap().path();
+        if !dir.is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(&dir).unwrap() {
+            let f = f.unwrap().path();
+            let name = f.file_name().unwrap().to_string_lossy().into_owned();
+            if name.starts_with("workflow") && name.ends_with(".yaml") {
+                files.push(f);
+            }
+        }
+    }
+    files.sort();
+    assert!(files.len() >= 17, "{files:?}");
+    for f in &files {
+        let out = baton().arg("validate").arg(f).output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}: {}{}",
+            f.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = baton().arg("graph").arg(f).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", f.display());
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("flowchart TD"),
+            "{}",
+            f.display()
+        );
+    }
+}
+
 #[test]
 fn graphs_show_the_interesting_edges() {
     let graph = |name: &str| {
