@@ -274,6 +274,38 @@ struct TaskRt {
     delegation: Option<Box<DelegationRt>>,
 }
 
+impl TaskRt {
+    /// A task starting its work with these opening messages.
+    fn new(
+        step: usize,
+        at_us: u64,
+        item: Option<u32>,
+        history: Vec<Message>,
+        tainted: bool,
+    ) -> Self {
+        TaskRt {
+            step,
+            started_us: at_us,
+            item,
+            logged: history.len(),
+            history,
+            turn: 0,
+            attempt: 1,
+            repairs: 0,
+            pending_tools: 0,
+            tool_slots: Vec::new(),
+            waits: Vec::new(),
+            intents: Vec::new(),
+            child: None,
+            model_idx: 0,
+            compressing: None,
+            no_compress: false,
+            tainted,
+            delegation: None,
+        }
+    }
+}
+
 /// What a delegated task knows about where it came from.
 #[derive(Clone, Debug)]
 struct DelegationRt {
@@ -856,28 +888,10 @@ impl RunMachine {
                         m.next = m.next.max(*i as usize + 1);
                     }
                 }
+                let tainted = self.wf.steps[s].reads_untrusted;
                 self.tasks.insert(
                     *task,
-                    TaskRt {
-                        step: s,
-                        started_us: ev.at_us,
-                        item: *item,
-                        logged: messages.len(),
-                        history: messages.clone(),
-                        turn: 0,
-                        attempt: 1,
-                        repairs: 0,
-                        pending_tools: 0,
-                        tool_slots: Vec::new(),
-                        waits: Vec::new(),
-                        intents: Vec::new(),
-                        child: None,
-                        model_idx: 0,
-                        compressing: None,
-                        no_compress: false,
-                        tainted: self.wf.steps[s].reads_untrusted,
-                        delegation: None,
-                    },
+                    TaskRt::new(s, ev.at_us, *item, messages.clone(), tainted),
                 );
             }
             EventKind::Delegated {
@@ -910,36 +924,16 @@ impl RunMachine {
                 };
                 chain.push(agent);
                 let (item, tainted) = (p.item, p.tainted);
-                self.tasks.insert(
-                    *task,
-                    TaskRt {
-                        step: s,
-                        started_us: ev.at_us,
-                        item,
-                        logged: messages.len(),
-                        history: messages.clone(),
-                        turn: 0,
-                        attempt: 1,
-                        repairs: 0,
-                        pending_tools: 0,
-                        tool_slots: Vec::new(),
-                        waits: Vec::new(),
-                        intents: Vec::new(),
-                        child: None,
-                        model_idx: 0,
-                        compressing: None,
-                        no_compress: false,
-                        tainted,
-                        delegation: Some(Box::new(DelegationRt {
-                            agent,
-                            parent: *parent_task,
-                            call_id: call_id.clone(),
-                            root,
-                            chain,
-                            handoff: *handoff,
-                        })),
-                    },
-                );
+                let mut t = TaskRt::new(s, ev.at_us, item, messages.clone(), tainted);
+                t.delegation = Some(Box::new(DelegationRt {
+                    agent,
+                    parent: *parent_task,
+                    call_id: call_id.clone(),
+                    root,
+                    chain,
+                    handoff: *handoff,
+                }));
+                self.tasks.insert(*task, t);
             }
             EventKind::DelegationReturned {
                 task,

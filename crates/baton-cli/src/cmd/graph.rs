@@ -20,6 +20,23 @@ fn label(text: &str) -> String {
     text.replace('"', "#quot;")
 }
 
+/// Edges from `node` to the agents agent `a` may delegate or hand over to (queued in `stack`).
+fn roster(out: &mut String, wf: &Workflow, node: &str, a: usize, stack: &mut Vec<usize>) {
+    for (to, handoff) in wf.agents()[a].delegates() {
+        let edge = if handoff {
+            "==>|hands over|"
+        } else {
+            "==>|delegates|"
+        };
+        let _ = writeln!(
+            out,
+            "    {node} {edge} agent_{}",
+            id(wf.agents()[to].name())
+        );
+        stack.push(to);
+    }
+}
+
 /// Render the workflow: needs as solid arrows, transitions as dotted ones with their condition.
 pub fn mermaid(wf: &Workflow) -> String {
     let mut out = String::new();
@@ -96,23 +113,7 @@ pub fn mermaid(wf: &Workflow) -> String {
             _ => None,
         };
         let Some(a) = agent else { continue };
-        if wf.agents()[a].delegates().next().is_none() {
-            continue;
-        }
-        for (to, handoff) in wf.agents()[a].delegates() {
-            let _ = writeln!(
-                out,
-                "    {} {} agent_{}",
-                id(s.name()),
-                if handoff {
-                    "==>|hands over|"
-                } else {
-                    "==>|delegates|"
-                },
-                id(wf.agents()[to].name())
-            );
-            stack.push(to);
-        }
+        roster(&mut out, wf, &id(s.name()), a, &mut stack);
     }
     while let Some(a) = stack.pop() {
         if std::mem::replace(&mut shown[a], true) {
@@ -120,20 +121,7 @@ pub fn mermaid(wf: &Workflow) -> String {
         }
         let name = wf.agents()[a].name();
         let _ = writeln!(out, "    agent_{}{{{{\"{}\"}}}}", id(name), label(name));
-        for (to, handoff) in wf.agents()[a].delegates() {
-            let _ = writeln!(
-                out,
-                "    agent_{} {} agent_{}",
-                id(name),
-                if handoff {
-                    "==>|hands over|"
-                } else {
-                    "==>|delegates|"
-                },
-                id(wf.agents()[to].name())
-            );
-            stack.push(to);
-        }
+        roster(&mut out, wf, &format!("agent_{}", id(name)), a, &mut stack);
     }
     out
 }
