@@ -535,3 +535,120 @@ agents:
     assert_eq!(delegations(&events), [("manager".into(), "fin".into(), 1)]);
     assert_eq!(report.outputs["verdict"], "go");
 }
+
+/// A random roster: who may delegate to whom, and whom each agent asks on its first turn.
+#[derive(Clone, Debug)]
+struct Roster {
+    asks: Vec<Vec<usize>>,
+    latency: Vec<u8>,
+    bound: u32,
+}
+
+fn roster() -> impl proptest::strategy::Strategy<Value = Roster> {
+    use proptest::prelude::*;
+    (2usize..6).prop_flat_map(|n| {
+        (
+            proptest::collection::vec(proptest::collection::vec(0..n, 0..3), n),
+            proptest::collection::vec(0u8..4, n),
+            1u32..4,
+        )
+            .prop_map(|(mut asks, latency, bound)| {
+                for a in &mut asks {
+                    a.sort();
+                    a.dedup();
+                }
+                Roster {
+                    asks,
+                    latency,
+                    bound,
+                }
+            })
+    })
+}
+
+fn roster_workflow(r: &Roster) -> (String, String) {
+    let n = r.asks.len();
+    let mut wf = format!(
+        "name: roster\ndefaults: {{max_delegation_depth: {}}}\nagents:\n",
+        r.bound
+    );
+    let mut script = String::from("agents:\n");
+    for i in 0..n {
+        // Everyone may delegate to everyone else; the script decides who is asked.
+        let others: Vec<String> = (0..n)
+            .filter(|&j| j != i)
+            .map(|j| format!("a{j}"))
+            .collect();
+        wf.push_str(&format!(
+            "  a{i}: {{instructions: \"Agent {i}.\", delegates: [{}]}}\n",
+            others.join(", ")
+        ));
+        let calls: Vec<String> = r.asks[i]
+            .iter()
+            .filter(|&&j| j != i)
+            .map(|j| format!("{{name: delegate_to_a{j}, args: {{task: \"from a{i}\"}}}}"))
+            .collect();
+        script.push_str(&format!("  a{i}:\n    replies:\n"));
+        if !calls.is_empty() {
+            script.push_str(&format!(
+                "      - tool_calls: [{}]\n        latency: {}ms\n",
+                calls.join(", "),
+                r.latency[i]
+            ));
+        }
+        script.push_str(&format!(
+            "      - text: \"a{i} done\"\n        latency: {}ms\n    then: repeat_last\n",
+            r.latency[i]
+        ));
+    }
+    wf.push_str("state:\n  out: replace\nsteps:\n  - id: go\n    agent: a0\n    prompt: \"Go.\"\n    output: out\n");
+    (wf, script)
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+    /// Whatever the roster asks, no chain holds an agent twice, no delegation is deeper than the
+    /// bound, and replaying the log rebuilds the run.
+    #[test]
+    fn random_rosters_stay_bounded_loop_free_and_replayable(r in roster()) {
+        let (text, script) = roster_workflow(&r);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let wf = compile_str(&text, "wf.yaml", &scripted(&script)).unwrap();
+            let store = Arc::new(MemoryStore::new());
+            let report = Runtime::new(store.clone()).run(wf.clone(), json!({})).await.unwrap();
+            assert_eq!(report.status, RunStatus::Succeeded, "{report:?}\n{text}\n{script}");
+            let id: RunId = report.run_id.parse().unwrap();
+            let events = store.events(id, 0).await.unwrap();
+            // task -> (agent, parent task)
+            let mut tasks: std::collections::HashMap<u64, (String, Option<u64>)> =
+                std::collections::HashMap::new();
+            for e in &events {
+                match &e.kind {
+                    EventKind::StepStarted { task, agent, .. } => {
+                        tasks.insert(*task, (agent.as_deref().unwrap_or("").to_string(), None));
+                    }
+                    EventKind::Delegated { task, parent_task, to, depth, .. } => {
+                        assert!(*depth <= r.bound, "depth {depth} over {}", r.bound);
+                        let mut up = Some(*parent_task);
+                        let mut chain = 0;
+                        while let Some(t) = up {
+                            let (agent, parent) = tasks[&t].clone();
+                            assert_ne!(&agent, &**to, "loop through {to}");
+                            chain += 1;
+                            up = parent;
+                        }
+                        assert_eq!(chain, *depth);
+                        tasks.insert(*task, (to.to_string(), Some(*parent_task)));
+                    }
+                    _ => {}
+                }
+            }
+            let m = RunMachine::replay(wf, id, &events).unwrap();
+            assert_eq!(m.outputs(), report.outputs);
+            assert_eq!(m.usage(), &report.usage);
+            assert_eq!(m.cost_breakdown(), report.cost_breakdown);
+        });
+    }
+}
