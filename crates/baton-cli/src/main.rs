@@ -48,7 +48,11 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            if e.downcast_ref::<cmd::store::InvalidStore>().is_some() {
+                ExitCode::from(cmd::EXIT_INVALID)
+            } else {
+                ExitCode::from(1)
+            }
         }
     }
 }

@@ -825,3 +825,14 @@ fn support_files_are_valid() {
         validate(file).assert_exit(0);
     }
 }
+
+#[test]
+fn an_unknown_store_scheme_is_a_usage_error() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["--store", "mysql://db/runs", "runs"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown store `mysql://db/runs`"), "{err}");
+}

@@ -4,7 +4,7 @@ mod continue_run;
 mod graph;
 mod inspect;
 mod run;
-mod store;
+pub mod store;
 
 use crate::args::{Cli, Command};
 use crate::factory::{McpServers, Providers};

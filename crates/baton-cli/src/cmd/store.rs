@@ -6,6 +6,18 @@ use baton_store::{MemoryStore, PostgresStore, SqliteOptions, SqliteStore};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// A `--store` value that names no store this build knows (a usage error: exit 2).
+#[derive(Debug)]
+pub struct InvalidStore(pub String);
+
+impl std::fmt::Display for InvalidStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InvalidStore {}
+
 /// The default store: a SQLite file in the current directory.
 pub const DEFAULT_SQLITE: &str = ".baton/baton.db";
 
@@ -32,7 +44,7 @@ impl StoreSpec {
 
     async fn open_plain(&self) -> anyhow::Result<Arc<dyn RunStore>> {
         let spec = self.spec.as_deref().unwrap_or("");
-        if spec == "memory" {
+        if spec == "memory" || spec == "memory:" {
             return Ok(Arc::new(MemoryStore::new()));
         }
         if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
@@ -40,6 +52,14 @@ impl StoreSpec {
                 .await
                 .with_context(|| "cannot open the PostgreSQL store".to_string())?;
             return Ok(Arc::new(store));
+        }
+        if let Some((scheme, _)) = spec.split_once("://")
+            && scheme != "sqlite"
+        {
+            return Err(InvalidStore(format!(
+                "unknown store `{spec}`: use `memory`, a SQLite path (or `sqlite:PATH`), or a `postgres://` URL"
+            ))
+            .into());
         }
         let path = match spec.strip_prefix("sqlite:") {
             Some(p) => PathBuf::from(p),
