@@ -17,7 +17,7 @@
 //! `message` (function: the winner's output).
 
 use super::Expansion;
-use super::vote::common;
+use super::common::{self, Shape};
 use crate::registry::{StepFn, StepFuture, StepInput};
 use crate::spec::{Loc, MergeRule, OneOrMany, StepSpec};
 use serde::Deserialize;
@@ -155,8 +155,9 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
     let b = &block.value;
     let pos = block.pos;
     let id = s.id.value.as_str();
-    let mut ok = common::check_fields(s, "best_of", x);
-    ok &= common::check_not_target(s, "best_of", None, x);
+    let shape = Shape::Fan { entry: None };
+    let mut ok = common::check_fields(s, "best_of", shape, x);
+    ok &= common::check_not_target(s, "best_of", shape, x);
 
     let mut cands: Vec<Candidate> = Vec::new();
     match (&b.agent, b.candidates.is_empty()) {
@@ -257,11 +258,11 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
             );
             ok = false;
         }
-        if (i == 0 || b.agent.is_none()) && common::agent(x, s, agent, pos).is_none() {
+        if (i == 0 || b.agent.is_none()) && common::agent(x, s, None, agent, pos).is_none() {
             ok = false;
         }
     }
-    match common::agent(x, s, &b.judge, pos) {
+    match common::agent(x, s, None, &b.judge, pos) {
         None => ok = false,
         Some(j) => match &j.output_schema {
             None => {
@@ -300,6 +301,7 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
         common::gen_key(
             x,
             s,
+            shape,
             key,
             MergeRule::Replace,
             &format!("Candidate `{cid}` of best-of `{id}`."),
@@ -309,6 +311,7 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
     common::gen_key(
         x,
         s,
+        shape,
         &verdict_key,
         MergeRule::Replace,
         &format!("The judge's verdict in best-of `{id}`: winner and reasons."),
@@ -317,7 +320,7 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
 
     // Declared even when the block is wrong, so that readers of the keys add no errors.
     if !ok {
-        x.steps.push(common::placeholder(s));
+        x.steps.push(common::placeholder(s, shape));
         return;
     }
 
@@ -328,7 +331,7 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
             .clone()
             .or_else(|| b.prompt.clone())
             .unwrap_or_default();
-        let mut st = common::agent_step(
+        let st = common::agent_step(
             s,
             &step_id,
             pos,
@@ -336,15 +339,8 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
             prompt,
             format!("Candidate `{cid}` (agent `{}`).", agent.value),
         );
-        st.needs = s.needs.clone();
-        st.join = s.join.clone();
-        st.reads = s.reads.clone();
-        st.output = Some(Loc {
-            value: key.clone(),
-            pos,
-        });
+        x.steps.push(common::first_step(s, st, key, pos));
         cand_ids.push(step_id);
-        x.steps.push(st);
     }
 
     // The judge sees the task and every candidate, by id.
@@ -359,9 +355,7 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
     }
     text.push_str("\n\nCandidates:\n");
     for ((cid, ..), key) in cands.iter().zip(&keys) {
-        text.push_str(&format!(
-            "\n### Candidate `{cid}`\n{{% if {key} is string %}}{{{{ {key} }}}}{{% else %}}{{{{ {key} | tojson }}}}{{% endif %}}\n"
-        ));
+        text.push_str(&format!("\n### Candidate `{cid}`\n{}\n", common::show(key)));
     }
     let ids: Vec<&str> = cands.iter().map(|(c, ..)| c.as_str()).collect();
     text.push_str(&format!(
@@ -382,34 +376,18 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
         format!("Judge of best-of `{id}`."),
     );
     judge.needs = OneOrMany(cand_ids.iter().map(|c| Loc::from(c.as_str())).collect());
-    let mut reads = s.reads.0.clone();
-    for k in &keys {
-        reads.push(Loc {
-            value: k.clone(),
-            pos,
-        });
-    }
-    judge.reads = OneOrMany(reads);
+    let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    judge.reads = s.reads.clone();
+    judge.reads.0.extend(common::keys(&key_refs, pos).0);
     judge.output = Some(Loc {
         value: verdict_key.clone(),
         pos,
     });
     x.steps.push(judge);
 
-    let mut pick = common::exit_step(s, "best_of_winner");
-    pick.needs = OneOrMany(vec![Loc {
-        value: judge_id,
-        pos,
-    }]);
-    let mut reads = vec![Loc {
-        value: verdict_key.clone(),
-        pos,
-    }];
-    reads.extend(keys.iter().map(|k| Loc {
-        value: k.clone(),
-        pos,
-    }));
-    pick.reads = OneOrMany(reads);
+    let mut pick = common::exit_step(s, Some("best_of_winner"));
+    pick.needs = common::keys(&[&judge_id], pos);
+    pick.reads = common::keys(&[&[verdict_key.as_str()], &key_refs[..]].concat(), pos);
     pick.builtin = Some(common::builtin(PickFn {
         candidates: cands
             .iter()

@@ -36,7 +36,8 @@
 //!   decision; the step's `next` leaves from here).
 
 use super::Expansion;
-use super::looping as lp;
+use super::common::{self, Shape, SyncStep};
+use crate::registry::StepInput;
 use crate::spec::{Loc, MergeRule, NextSpec, StepSpec};
 use serde::Deserialize;
 use serde_json::json;
@@ -96,7 +97,7 @@ impl DebateSpec {
 
 /// The state keys a debate on step `id` generates: `(pro, contra, transcript, round)`.
 pub fn keys(id: &str) -> (String, String, String, String) {
-    let p = lp::ident(id);
+    let p = common::ident(id);
     (
         format!("{p}_pro"),
         format!("{p}_contra"),
@@ -112,14 +113,18 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
     let pos = block.pos;
     let id = s.id.value.as_str();
     let begin = format!("{id}.begin");
-    let mut ok = lp::check_fields(s, "debate", "rounds", x);
-    ok &= lp::check_not_target(s, "debate", &begin, x);
+    let shape = Shape::Loop {
+        entry: &begin,
+        bound: "rounds",
+    };
+    let mut ok = common::check_fields(s, "debate", shape, x);
+    ok &= common::check_not_target(s, "debate", shape, x);
     for (role, name) in [
         ("pro", &d.pro),
         ("contra", &d.contra),
         ("arbitrator", &d.arbitrator),
     ] {
-        ok &= lp::agent(x, s, role, name, pos).is_some();
+        ok &= common::agent(x, s, Some(role), name, pos).is_some();
     }
     let rounds = match &d.rounds {
         Some(r) if r.value == 0 => {
@@ -142,10 +147,10 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
         round_key.clone(),
     ];
     let reads: Vec<String> = s.reads.0.iter().map(|r| r.value.clone()).collect();
-    let topic_ok = lp::check_template(x, s, "topic", &d.topic, &reads);
+    let topic_ok = common::check_template(x, s, "topic", &d.topic, &reads);
     ok &= topic_ok;
     if let Some(w) = &d.stop_when {
-        ok &= lp::check_expr(x, s, "stop_when", w, &generated);
+        ok &= common::check_expr(x, s, "stop_when", w, &generated);
     }
     let described = [
         (
@@ -176,10 +181,10 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
         ),
     ];
     for (k, rule, desc) in &described {
-        ok &= lp::gen_key(x, s, k, *rule, desc, pos);
+        ok &= common::gen_key(x, s, shape, k, *rule, desc, pos);
     }
     if !ok {
-        x.steps.push(lp::placeholder(s));
+        x.steps.push(common::placeholder(s, shape));
         return;
     }
 
@@ -195,7 +200,7 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
         value: d.topic.value.trim_end().to_string(),
         pos: d.topic.pos,
     };
-    let show_arg = lp::show("a.argument");
+    let show_arg = common::show("a.argument");
     let so_far = format!(
         "{{% if {t} %}}\nThe debate so far:\n{{% for a in {t} %}}[round {{{{ a.round }}}}, {{{{ a.side }}}}] {show_arg}\n{{% endfor %}}{{% endif %}}",
         t = transcript
@@ -207,8 +212,8 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
     };
 
     // The way in.
-    let mut entry = lp::entry_step(s, begin.clone(), pos, format!("Debate `{id}` begins."));
-    entry.next = Some(NextSpec(vec![lp::branch(None, &pro_id, pos)]));
+    let mut entry = common::entry_step(s, begin.clone(), pos, format!("Debate `{id}` begins."));
+    entry.next = Some(NextSpec(vec![common::branch(None, &pro_id, pos)]));
     x.steps.push(entry);
 
     // Pro.
@@ -216,48 +221,48 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
         "{topic}\n\nYou argue FOR (the pro side) in a debate of {rounds} round(s) that an arbitrator decides. This is round {round_no} of {rounds}.\n{so_far}\nMake your strongest case for, and answer the contra side's latest points.",
         topic = topic.value
     );
-    let mut pro = lp::agent_step(
+    let mut pro = common::agent_step(
         s,
-        pro_id.clone(),
+        &pro_id,
         pos,
         &d.pro,
         prompt(pro_prompt),
         format!("Debate `{id}`: `{}` argues for.", d.pro.value),
     );
-    pro.reads = lp::reads_plus(s, &[&transcript], pos);
+    pro.reads = common::reads_plus(s, &[&transcript], pos);
     pro.output = Some(Loc {
         value: pro_key.clone(),
         pos,
     });
     pro.max_visits = Some(visits);
-    pro.next = Some(NextSpec(vec![lp::branch(None, &contra_id, pos)]));
+    pro.next = Some(NextSpec(vec![common::branch(None, &contra_id, pos)]));
     x.steps.push(pro);
 
     // Contra.
-    let show_pro = lp::show(&format!("({pro_key} | last)"));
+    let show_pro = common::show(&format!("({pro_key} | last)"));
     let contra_prompt = format!(
         "{topic}\n\nYou argue AGAINST (the contra side) in a debate of {rounds} round(s) that an arbitrator decides. This is round {round_no} of {rounds}.\n{so_far}\nThis round, the pro side argued:\n{show_pro}\n\nMake your strongest case against, and answer the pro side's points.",
         topic = topic.value
     );
-    let mut contra = lp::agent_step(
+    let mut contra = common::agent_step(
         s,
-        contra_id.clone(),
+        &contra_id,
         pos,
         &d.contra,
         prompt(contra_prompt),
         format!("Debate `{id}`: `{}` argues against.", d.contra.value),
     );
-    contra.reads = lp::reads_plus(s, &[&transcript, &pro_key], pos);
+    contra.reads = common::reads_plus(s, &[&transcript, &pro_key], pos);
     contra.output = Some(Loc {
         value: contra_key.clone(),
         pos,
     });
     contra.max_visits = Some(visits);
-    contra.next = Some(NextSpec(vec![lp::branch(None, &round_id, pos)]));
+    contra.next = Some(NextSpec(vec![common::branch(None, &round_id, pos)]));
     x.steps.push(contra);
 
     // The round: tag both arguments into the transcript, then go on or stop.
-    let mut round = lp::step(
+    let mut round = common::step(
         round_id.clone(),
         pos,
         format!("Debate `{id}`: record the round; another round or the arbitrator."),
@@ -266,7 +271,7 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
         value: "debate_round".into(),
         pos,
     });
-    round.builtin = Some(lp::builtin({
+    round.builtin = Some(common::builtin(SyncStep({
         let (pro_key, contra_key, transcript, round_key) = (
             pro_key.clone(),
             contra_key.clone(),
@@ -274,10 +279,10 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
             round_key.clone(),
         );
         let (pro_agent, contra_agent) = (d.pro.value.clone(), d.contra.value.clone());
-        move |input| {
-            let n = lp::len_of(&input, &transcript) / 2 + 1;
-            let p = lp::last_of(&input, &pro_key)?;
-            let c = lp::last_of(&input, &contra_key)?;
+        move |input: StepInput| {
+            let n = common::len_of(&input, &transcript) / 2 + 1;
+            let p = common::last_of(&input, &pro_key)?;
+            let c = common::last_of(&input, &contra_key)?;
             let mut out = serde_json::Map::new();
             out.insert(
                 transcript.clone(),
@@ -292,17 +297,17 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
             );
             Ok(serde_json::Value::Object(out))
         }
-    }));
-    round.reads = lp::keys(&[&pro_key, &contra_key, &transcript], pos);
-    round.writes = lp::keys(&[&transcript, &round_key], pos);
+    })));
+    round.reads = common::keys(&[&pro_key, &contra_key, &transcript], pos);
+    round.writes = common::keys(&[&transcript, &round_key], pos);
     round.max_visits = Some(rounds);
     round.on_error = s.on_error.clone();
     round.impact = s.impact.clone();
     let mut branches = Vec::new();
     if let Some(w) = &d.stop_when {
-        branches.push(lp::branch(Some(w.clone()), &arb_id, pos));
+        branches.push(common::branch(Some(w.clone()), &arb_id, pos));
     }
-    branches.push(lp::branch(
+    branches.push(common::branch(
         Some(Loc {
             value: format!("{round_key}.round < {rounds}"),
             pos,
@@ -310,7 +315,7 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
         &pro_id,
         pos,
     ));
-    branches.push(lp::branch(
+    branches.push(common::branch(
         Some(Loc {
             value: format!("{round_key}.round >= {rounds}"),
             pos,
@@ -328,23 +333,23 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
         pro = d.pro.value,
         contra = d.contra.value,
     );
-    let mut arb = lp::agent_step(
+    let mut arb = common::agent_step(
         s,
-        arb_id.clone(),
+        &arb_id,
         pos,
         &d.arbitrator,
         prompt(arb_prompt),
         format!("Debate `{id}`: `{}` decides.", d.arbitrator.value),
     );
-    arb.reads = lp::reads_plus(s, &[&transcript], pos);
+    arb.reads = common::reads_plus(s, &[&transcript], pos);
     arb.output = s.output.clone();
     arb.writes = s.writes.clone();
     x.steps.push(arb);
 
     // The way out.
-    let mut exit = lp::exit_step(s);
+    let mut exit = common::exit_step(s, None);
     exit.output = None;
     exit.writes = Default::default();
-    exit.needs = lp::keys(&[&arb_id], pos);
+    exit.needs = common::keys(&[&arb_id], pos);
     x.steps.push(exit);
 }

@@ -13,8 +13,8 @@
 use crate::spec::{KeySpec, Loc, MergeRule, Pos, StepSpec, WorkflowSpec};
 
 pub mod best_of;
+mod common;
 pub mod debate;
-mod looping;
 pub mod refine;
 pub mod reflect;
 pub mod swarm;

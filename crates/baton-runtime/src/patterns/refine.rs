@@ -28,7 +28,8 @@
 //! output is the result of the last pass that ran.
 
 use super::Expansion;
-use super::looping as lp;
+use super::common::{self, Shape, SyncStep};
+use crate::registry::StepInput;
 use crate::spec::{Loc, MergeRule, NextSpec, StepSpec};
 use serde::Deserialize;
 use serde_json::Value;
@@ -100,7 +101,7 @@ fn pass_name(p: &PassSpec, i: usize) -> String {
 
 /// The result key of pass `name` in a refinement on step `id`.
 pub fn pass_key(id: &str, name: &str) -> String {
-    format!("{}_{}", lp::ident(id), lp::ident(name))
+    format!("{}_{}", common::ident(id), common::ident(name))
 }
 
 /// Expand the `refine:` block of `s` into ordinary steps.
@@ -113,8 +114,12 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
         || format!("{id}.pass1"),
         |p| format!("{id}.{}", pass_name(p, 0)),
     );
-    let mut ok = lp::check_fields(s, "refine", "its passes (each runs once)", x);
-    ok &= lp::check_not_target(s, "refine", &first, x);
+    let shape = Shape::Loop {
+        entry: &first,
+        bound: "its passes (each runs once)",
+    };
+    let mut ok = common::check_fields(s, "refine", shape, x);
+    ok &= common::check_not_target(s, "refine", shape, x);
     if r.passes.is_empty() {
         x.err(
             pos,
@@ -145,15 +150,18 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
                 format!("pass name `{name}`: use letters, digits, `_` and `-` only"),
             );
             ok = false;
-        } else if names[..i].iter().any(|n| lp::ident(n) == lp::ident(name)) {
+        } else if names[..i]
+            .iter()
+            .any(|n| common::ident(n) == common::ident(name))
+        {
             x.err(at, id, format!("two passes are called `{name}`"));
             ok = false;
         }
-        ok &= lp::agent(x, s, "agent", &p.agent, pos).is_some();
+        ok &= common::agent(x, s, Some("agent"), &p.agent, pos).is_some();
         let mut allowed = reads.clone();
         allowed.extend(keys[..i].iter().cloned());
         allowed.push("previous".into());
-        ok &= lp::check_template(x, s, &format!("passes[{i}].prompt"), &p.prompt, &allowed);
+        ok &= common::check_template(x, s, &format!("passes[{i}].prompt"), &p.prompt, &allowed);
         if let Some(w) = &p.stop_when {
             if i + 1 == r.passes.len() {
                 x.err(
@@ -165,15 +173,16 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
                 );
                 ok = false;
             } else {
-                ok &= lp::check_expr(x, s, "stop_when", w, &keys);
+                ok &= common::check_expr(x, s, "stop_when", w, &keys);
             }
         }
     }
     if ok {
         for (i, k) in keys.iter().enumerate() {
-            ok &= lp::gen_key(
+            ok &= common::gen_key(
                 x,
                 s,
+                shape,
                 k,
                 MergeRule::Replace,
                 &format!("The result of pass `{}` of refinement `{id}`.", names[i]),
@@ -195,7 +204,7 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
         }
     }
     if !ok {
-        x.steps.push(lp::placeholder(s));
+        x.steps.push(common::placeholder(s, shape));
         return;
     }
 
@@ -205,9 +214,9 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
         let previous = if i == 0 { "none" } else { keys[i - 1].as_str() };
         // `previous` is set on the template's first line, so line numbers stay as written.
         let prompt = format!("{{% set previous = {previous} %}}{}", p.prompt.value);
-        let mut st = lp::agent_step(
+        let mut st = common::agent_step(
             s,
-            step_id,
+            &step_id,
             pos,
             &p.agent,
             Loc {
@@ -222,7 +231,7 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
             ),
         );
         let earlier: Vec<&str> = keys[..i].iter().map(String::as_str).collect();
-        st.reads = lp::reads_plus(s, &earlier, pos);
+        st.reads = common::reads_plus(s, &earlier, pos);
         st.output = Some(Loc {
             value: keys[i].clone(),
             pos,
@@ -233,27 +242,27 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
         }
         let mut branches = Vec::new();
         if let Some(w) = &p.stop_when {
-            branches.push(lp::branch(Some(w.clone()), id, pos));
+            branches.push(common::branch(Some(w.clone()), id, pos));
         }
         let to = if i == last {
             id.to_string()
         } else {
             format!("{id}.{}", names[i + 1])
         };
-        branches.push(lp::branch(None, &to, pos));
+        branches.push(common::branch(None, &to, pos));
         st.next = Some(NextSpec(branches));
         x.steps.push(st);
     }
 
     // The way out: the result of the last pass that ran.
-    let mut exit = lp::exit_step(s);
+    let mut exit = common::exit_step(s, None);
     exit.function = Some(Loc {
         value: "refine_result".into(),
         pos,
     });
-    exit.builtin = Some(lp::builtin({
+    exit.builtin = Some(common::builtin(SyncStep({
         let keys = keys.clone();
-        move |input| {
+        move |input: StepInput| {
             Ok(keys
                 .iter()
                 .rev()
@@ -262,8 +271,8 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
                 .cloned()
                 .unwrap_or(Value::Null))
         }
-    }));
+    })));
     let all: Vec<&str> = keys.iter().map(String::as_str).collect();
-    exit.reads = lp::keys(&all, pos);
+    exit.reads = common::keys(&all, pos);
     x.steps.push(exit);
 }

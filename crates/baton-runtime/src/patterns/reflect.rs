@@ -38,7 +38,8 @@
 //!   last reasons, under the step's `on_error`.
 
 use super::Expansion;
-use super::looping as lp;
+use super::common::{self, Shape, SyncStep};
+use crate::registry::StepInput;
 use crate::spec::{Loc, MergeRule, NextSpec, StepSpec};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -133,7 +134,7 @@ impl ReflectSpec {
 
 /// The state keys a reflection on step `id` generates: `(drafts, verdicts, review)`.
 pub fn keys(id: &str) -> (String, String, String) {
-    let p = lp::ident(id);
+    let p = common::ident(id);
     (
         format!("{p}_drafts"),
         format!("{p}_verdicts"),
@@ -181,7 +182,7 @@ pub fn review(
         Some(other) => vec![other.clone()],
     };
     let similarity = match (converge, drafts) {
-        (Some(_), [.., a, b]) => Some(lp::similarity(&lp::text_of(a), &lp::text_of(b))),
+        (Some(_), [.., a, b]) => Some(common::similarity(&common::text_of(a), &common::text_of(b))),
         _ => None,
     };
     let converged = matches!((converge, similarity), (Some(t), Some(s)) if s >= t);
@@ -232,7 +233,7 @@ pub fn accept(review: &Value, drafts: &[Value], verifier: &str) -> Result<Value,
     if review["outcome"] == "rejected" {
         let reasons: Vec<String> = review["reasons"]
             .as_array()
-            .map(|a| a.iter().map(lp::text_of).collect())
+            .map(|a| a.iter().map(common::text_of).collect())
             .unwrap_or_default();
         return Err(format!(
             "verifier `{verifier}` did not pass the draft: {}; its last reasons: {}",
@@ -259,10 +260,14 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
     let pos = block.pos;
     let id = s.id.value.as_str();
     let begin = format!("{id}.begin");
-    let mut ok = lp::check_fields(s, "reflect", "max_rounds", x);
-    ok &= lp::check_not_target(s, "reflect", &begin, x);
-    ok &= lp::agent(x, s, "producer", &r.producer, pos).is_some();
-    match lp::agent(x, s, "verifier", &r.verifier, pos) {
+    let shape = Shape::Loop {
+        entry: &begin,
+        bound: "max_rounds",
+    };
+    let mut ok = common::check_fields(s, "reflect", shape, x);
+    ok &= common::check_not_target(s, "reflect", shape, x);
+    ok &= common::agent(x, s, Some("producer"), &r.producer, pos).is_some();
+    match common::agent(x, s, Some("verifier"), &r.verifier, pos) {
         None => ok = false,
         Some(a)
             if !a
@@ -313,15 +318,16 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
         None => None,
     };
     let reads: Vec<String> = s.reads.0.iter().map(|r| r.value.clone()).collect();
-    let prompt_ok = lp::check_template(x, s, "prompt", &r.prompt, &reads);
+    let prompt_ok = common::check_template(x, s, "prompt", &r.prompt, &reads);
     ok &= prompt_ok;
     if let Some(c) = &r.check {
-        ok &= lp::check_template(x, s, "check", c, &reads);
+        ok &= common::check_template(x, s, "check", c, &reads);
     }
     let (drafts, verdicts, review_key) = keys(id);
-    ok &= lp::gen_key(
+    ok &= common::gen_key(
         x,
         s,
+        shape,
         &drafts,
         MergeRule::Append,
         &format!(
@@ -330,9 +336,10 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
         ),
         pos,
     );
-    ok &= lp::gen_key(
+    ok &= common::gen_key(
         x,
         s,
+        shape,
         &verdicts,
         MergeRule::Append,
         &format!(
@@ -341,9 +348,10 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
         ),
         pos,
     );
-    ok &= lp::gen_key(
+    ok &= common::gen_key(
         x,
         s,
+        shape,
         &review_key,
         MergeRule::Replace,
         &format!(
@@ -352,7 +360,7 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
         pos,
     );
     if !ok {
-        x.steps.push(lp::placeholder(s));
+        x.steps.push(common::placeholder(s, shape));
         return;
     }
 
@@ -362,11 +370,11 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
     let producer_id = format!("{id}.producer");
     let verifier_id = format!("{id}.verifier");
     let review_id = format!("{id}.review");
-    let show_last = lp::show(&format!("({drafts} | last)"));
+    let show_last = common::show(&format!("({drafts} | last)"));
 
     // The way in.
-    let mut entry = lp::entry_step(s, begin, pos, format!("Reflection `{id}` begins."));
-    entry.next = Some(NextSpec(vec![lp::branch(None, &producer_id, pos)]));
+    let mut entry = common::entry_step(s, begin, pos, format!("Reflection `{id}` begins."));
+    entry.next = Some(NextSpec(vec![common::branch(None, &producer_id, pos)]));
     x.steps.push(entry);
 
     // The producer: its task, and after a rejection the draft and the reasons.
@@ -374,9 +382,9 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
         "{task}{{% if {review_key} %}}\n\nYour previous draft (round {{{{ {review_key}.round }}}} of {max_rounds}) did not pass verification. The verifier's reasons:\n{{% for r in {review_key}.reasons %}}- {{{{ r }}}}\n{{% endfor %}}\nYour previous draft:\n{show_last}\n\nWrite a new draft that fixes every reason, using only the sources.{{% endif %}}",
         task = r.prompt.value.trim_end()
     );
-    let mut producer = lp::agent_step(
+    let mut producer = common::agent_step(
         s,
-        producer_id.clone(),
+        &producer_id,
         pos,
         &r.producer,
         Loc {
@@ -385,13 +393,13 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
         },
         format!("Reflection `{id}`: `{}` drafts.", r.producer.value),
     );
-    producer.reads = lp::reads_plus(s, &[&drafts, &review_key], pos);
+    producer.reads = common::reads_plus(s, &[&drafts, &review_key], pos);
     producer.output = Some(Loc {
         value: drafts.clone(),
         pos,
     });
     producer.max_visits = Some(visits);
-    producer.next = Some(NextSpec(vec![lp::branch(None, &verifier_id, pos)]));
+    producer.next = Some(NextSpec(vec![common::branch(None, &verifier_id, pos)]));
     x.steps.push(producer);
 
     // The verifier: its task (or the producer's), then the draft.
@@ -408,9 +416,9 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
     let verifier_prompt = format!(
         "{task}\n\nThe draft to verify (round {{{{ {drafts} | length }}}} of {max_rounds}):\n{show_last}\n\nAnswer with `passed` (true only if the draft holds up against the sources) and `reasons` (each problem found, one item each; empty when it passes)."
     );
-    let mut verifier = lp::agent_step(
+    let mut verifier = common::agent_step(
         s,
-        verifier_id.clone(),
+        &verifier_id,
         pos,
         &r.verifier,
         Loc {
@@ -422,17 +430,17 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
             r.verifier.value
         ),
     );
-    verifier.reads = lp::reads_plus(s, &[&drafts], pos);
+    verifier.reads = common::reads_plus(s, &[&drafts], pos);
     verifier.output = Some(Loc {
         value: verdicts.clone(),
         pos,
     });
     verifier.max_visits = Some(visits);
-    verifier.next = Some(NextSpec(vec![lp::branch(None, &review_id, pos)]));
+    verifier.next = Some(NextSpec(vec![common::branch(None, &review_id, pos)]));
     x.steps.push(verifier);
 
     // The review: passed, revise, or the bound.
-    let mut rev = lp::step(
+    let mut rev = common::step(
         review_id,
         pos,
         format!(
@@ -444,10 +452,10 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
         value: "reflect_review".into(),
         pos,
     });
-    rev.builtin = Some(lp::builtin({
+    rev.builtin = Some(common::builtin(SyncStep({
         let (drafts, verdicts) = (drafts.clone(), verdicts.clone());
-        move |input| {
-            let verdict = lp::last_of(&input, &verdicts)?;
+        move |input: StepInput| {
+            let verdict = common::last_of(&input, &verdicts)?;
             let list = input
                 .state
                 .get(&drafts)
@@ -456,8 +464,8 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
                 .unwrap_or_default();
             review(&verdict, &list, max_rounds, on_bound, converge)
         }
-    }));
-    rev.reads = lp::keys(&[&drafts, &verdicts], pos);
+    })));
+    rev.reads = common::keys(&[&drafts, &verdicts], pos);
     rev.output = Some(Loc {
         value: review_key.clone(),
         pos,
@@ -466,7 +474,7 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
     rev.on_error = s.on_error.clone();
     rev.impact = s.impact.clone();
     rev.next = Some(NextSpec(vec![
-        lp::branch(
+        common::branch(
             Some(Loc {
                 value: format!("{review_key}.outcome == 'revise'"),
                 pos,
@@ -474,20 +482,20 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
             &producer_id,
             pos,
         ),
-        lp::branch(None, id, pos),
+        common::branch(None, id, pos),
     ]));
     x.steps.push(rev);
 
     // The way out: the accepted draft.
-    let mut exit = lp::exit_step(s);
+    let mut exit = common::exit_step(s, None);
     exit.function = Some(Loc {
         value: "reflect_accept".into(),
         pos,
     });
-    exit.builtin = Some(lp::builtin({
+    exit.builtin = Some(common::builtin(SyncStep({
         let (drafts, review_key) = (drafts.clone(), review_key.clone());
         let verifier = r.verifier.value.clone();
-        move |input| {
+        move |input: StepInput| {
             let list = input
                 .state
                 .get(&drafts)
@@ -497,8 +505,8 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
             let review = input.state.get(&review_key).cloned().unwrap_or(Value::Null);
             accept(&review, &list, &verifier)
         }
-    }));
-    exit.reads = lp::keys(&[&drafts, &review_key], pos);
+    })));
+    exit.reads = common::keys(&[&drafts, &review_key], pos);
     x.steps.push(exit);
 }
 

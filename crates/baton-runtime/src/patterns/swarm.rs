@@ -20,8 +20,8 @@
 //! expands into `trends.map` (a map step writing `trends_results`) and `trends` (the reducer).
 
 use super::Expansion;
-use super::vote::common;
-use crate::spec::{CommandSpec, Loc, MapSpec, MergeRule, OnItemError, OneOrMany, StepSpec};
+use super::common::{self, Shape};
+use crate::spec::{CommandSpec, Loc, MapSpec, MergeRule, OnItemError, StepSpec};
 use serde::Deserialize;
 
 /// The `swarm:` block of a step.
@@ -133,9 +133,13 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
     let w = &block.value;
     let pos = block.pos;
     let id = s.id.value.as_str();
-    let mut ok = common::check_fields(s, "swarm", x);
-    ok &= common::check_not_target(s, "swarm", Some(&format!("{id}.map")), x);
-    if common::agent(x, s, &w.agent, pos).is_none() {
+    let map_id = format!("{id}.map");
+    let shape = Shape::Fan {
+        entry: Some(&map_id),
+    };
+    let mut ok = common::check_fields(s, "swarm", shape, x);
+    ok &= common::check_not_target(s, "swarm", shape, x);
+    if common::agent(x, s, None, &w.agent, pos).is_none() {
         ok = false;
     }
     if let Some(c) = &w.concurrency
@@ -181,7 +185,7 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
             ok = false;
         }
         (Some(a), Some(_)) => {
-            if common::agent(x, s, a, rpos).is_none() {
+            if common::agent(x, s, None, a, rpos).is_none() {
                 ok = false;
             }
         }
@@ -208,6 +212,7 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
     common::gen_key(
         x,
         s,
+        shape,
         &results,
         MergeRule::Replace,
         &format!("The results of swarm `{id}`, in item order."),
@@ -216,19 +221,16 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
 
     // Declared even when the block is wrong, so that readers of the keys add no errors.
     if !ok {
-        x.steps.push(common::placeholder(s));
+        x.steps.push(common::placeholder(s, shape));
         return;
     }
 
-    let map_id = format!("{id}.map");
-    let mut map = common::step(
+    let map = common::step(
         map_id.clone(),
         pos,
         format!("`{}` over every item of `{}`.", w.agent.value, w.over.value),
     );
-    map.needs = s.needs.clone();
-    map.join = s.join.clone();
-    map.reads = s.reads.clone();
+    let mut map = common::first_step(s, common::limited(s, map), &results, pos);
     map.map = Some(MapSpec {
         over: w.over.clone(),
         item_name: w.item_name.clone(),
@@ -239,36 +241,14 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
         concurrency: Some(w.concurrency.as_ref().map_or(4, |c| c.value)),
         on_item_error: w.on_item_error,
     });
-    map.output = Some(Loc {
-        value: results.clone(),
-        pos,
-    });
-    map.on_error = s.on_error.clone();
-    map.impact = s.impact.clone();
-    map.timeout = s.timeout;
-    map.budget = s.budget;
-    map.retries = s.retries;
-    map.deadline = s.deadline;
-    map.max_visits = s.max_visits;
     x.steps.push(map);
 
-    let mut reduce = common::exit_step(s, "");
+    let mut reduce = common::limited(s, common::exit_step(s, None));
     reduce.function = r.function.clone();
     reduce.agent = r.agent.clone();
     reduce.prompt = r.prompt.clone();
     reduce.run = r.run.clone();
-    reduce.needs = OneOrMany(vec![Loc { value: map_id, pos }]);
-    let mut reads = s.reads.0.clone();
-    if !reads.iter().any(|k| k.value == results) {
-        reads.push(Loc {
-            value: results,
-            pos,
-        });
-    }
-    reduce.reads = OneOrMany(reads);
-    reduce.timeout = s.timeout;
-    reduce.budget = s.budget;
-    reduce.retries = s.retries;
-    reduce.deadline = s.deadline;
+    reduce.needs = common::keys(&[&map_id], pos);
+    reduce.reads = common::reads_plus(s, &[&results], pos);
     x.steps.push(reduce);
 }

@@ -21,7 +21,8 @@
 //! ```
 
 use super::Expansion;
-use super::vote::{common, field};
+use super::common::{self, Shape};
+use super::vote::field;
 use crate::registry::{StepFn, StepFuture, StepInput};
 use crate::spec::{Entries, Loc, OneOrMany, StepSpec};
 use serde::Deserialize;
@@ -89,7 +90,8 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
     let b = &block.value;
     let pos = block.pos;
     let id = s.id.value.as_str();
-    let mut ok = common::check_fields(s, "synthesize", x);
+    let shape = Shape::Fan { entry: None };
+    let mut ok = common::check_fields(s, "synthesize", shape, x);
     let spec = x.spec;
 
     if b.findings.0.is_empty() {
@@ -243,11 +245,11 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
         }
     }
     if !ok {
-        x.steps.push(common::placeholder(s));
+        x.steps.push(common::placeholder(s, shape));
         return;
     }
 
-    let mut st = common::exit_step(s, "weighted_synthesis");
+    let mut st = common::exit_step(s, Some("weighted_synthesis"));
     st.needs = if s.needs.0.is_empty() {
         OneOrMany(
             producers

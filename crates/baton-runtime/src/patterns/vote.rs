@@ -22,13 +22,11 @@
 //! accepted answer, or a failure on a tie or a missing quorum).
 
 use super::Expansion;
+use super::common::{self, Shape};
 use crate::registry::{StepFn, StepFuture, StepInput};
-use crate::spec::{
-    AgentSpec, BranchSpec, BuiltinFn, Loc, MergeRule, NextSpec, OneOrMany, Pos, StepSpec,
-};
+use crate::spec::{BranchSpec, Loc, MergeRule, NextSpec, OneOrMany, StepSpec};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use std::sync::Arc;
 
 /// The `vote:` block of a step.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -105,8 +103,9 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
     let v = &block.value;
     let pos = block.pos;
     let id = s.id.value.as_str();
-    let mut ok = common::check_fields(s, "vote", x);
-    ok &= common::check_not_target(s, "vote", None, x);
+    let shape = Shape::Fan { entry: None };
+    let mut ok = common::check_fields(s, "vote", shape, x);
+    ok &= common::check_not_target(s, "vote", shape, x);
 
     if v.voters.len() < 2 {
         x.err(
@@ -141,7 +140,7 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
             ok = false;
             continue;
         }
-        match common::agent(x, s, voter, pos) {
+        match common::agent(x, s, None, voter, pos) {
             None => ok = false,
             Some(a) => match &a.output_schema {
                 None => {
@@ -270,6 +269,7 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
         common::gen_key(
             x,
             s,
+            shape,
             key,
             MergeRule::Replace,
             &format!("The answer of voter `{voter}` in vote `{id}`."),
@@ -279,6 +279,7 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
     common::gen_key(
         x,
         s,
+        shape,
         &tally_key,
         MergeRule::Replace,
         &format!("The tally of vote `{id}`: status, votes, majority, dissenters."),
@@ -287,7 +288,7 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
 
     // Declared even when the block is wrong, so that readers of the keys add no errors.
     if !ok {
-        x.steps.push(common::placeholder(s));
+        x.steps.push(common::placeholder(s, shape));
         return;
     }
 
@@ -295,7 +296,7 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
     let mut vote_ids = Vec::new();
     for (loc, (voter, key)) in v.voters.iter().zip(&voters) {
         let sid_v = format!("{id}.vote_{}", common::ident(voter));
-        let mut st = common::agent_step(
+        let st = common::agent_step(
             s,
             &sid_v,
             pos,
@@ -303,85 +304,79 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
             v.prompt.clone(),
             format!("Vote of `{voter}`."),
         );
-        st.needs = s.needs.clone();
-        st.join = s.join.clone();
-        st.reads = s.reads.clone();
-        st.output = Some(Loc {
-            value: key.clone(),
-            pos,
-        });
-        vote_ids.push(sid_v.clone());
-        x.steps.push(st);
+        x.steps.push(common::first_step(s, st, key, pos));
+        vote_ids.push(sid_v);
     }
 
-    let final_id = id.to_string();
-    let tie_branch = |when: &str| -> Option<BranchSpec> {
-        on_tie.as_ref().map(|t| BranchSpec {
+    let compare = compare.to_string();
+    // A tally of the votes: the first (which may send dissenters back) or, after `previous`
+    // (the key of the first), the second.
+    let tally_step = |step_id: String,
+                      description: String,
+                      needs: &[String],
+                      previous: Option<&str>|
+     -> StepSpec {
+        let retry = retry && previous.is_none();
+        let mut t = common::step(step_id, pos, description);
+        t.function = Some(Loc {
+            value: "vote_tally".into(),
+            pos,
+        });
+        t.builtin = Some(common::builtin(TallyFn {
+            voters: voters.clone(),
+            compare: compare.clone(),
+            quorum: quorum as usize,
+            retry,
+            previous: previous.map(str::to_string),
+        }));
+        t.needs = OneOrMany(needs.iter().map(|v| Loc::from(v.as_str())).collect());
+        let mut reads: Vec<Loc<String>> =
+            voters.iter().map(|(_, k)| Loc::from(k.as_str())).collect();
+        reads.extend(previous.map(Loc::from));
+        t.reads = OneOrMany(reads);
+        t.output = Some(Loc {
+            value: tally_key.clone(),
+            pos,
+        });
+        t.on_error = s.on_error.clone();
+        t.impact = s.impact.clone();
+        let mut branches = Vec::new();
+        if retry {
+            branches.push(BranchSpec {
+                when: Some(Loc {
+                    value: format!("{tally_key}.status == 'retry'"),
+                    pos,
+                }),
+                to: OneOrMany(
+                    voters
+                        .iter()
+                        .map(|(v, _)| Loc {
+                            value: format!("{id}.check_{}", common::ident(v)),
+                            pos,
+                        })
+                        .collect(),
+                ),
+            });
+        }
+        branches.extend(on_tie.as_ref().map(|t| BranchSpec {
             when: Some(Loc {
-                value: when.to_string(),
+                value: format!("{tally_key}.status == 'tie'"),
                 pos,
             }),
             to: OneOrMany(vec![t.clone()]),
-        })
+        }));
+        branches.push(common::branch(None, id, pos));
+        t.next = Some(NextSpec(branches));
+        t
     };
-    let to = |target: &str| {
-        OneOrMany(vec![Loc {
-            value: target.to_string(),
-            pos,
-        }])
-    };
-    let compare = compare.to_string();
 
     // The first tally.
-    let mut tally = common::step(
+    x.steps.push(tally_step(
         format!("{id}.tally"),
-        pos,
         format!("Tally of vote `{id}` on `{compare}`."),
-    );
-    tally.function = Some(Loc {
-        value: "vote_tally".into(),
-        pos,
-    });
-    tally.builtin = Some(common::builtin(TallyFn {
-        voters: voters.clone(),
-        compare: compare.clone(),
-        quorum: quorum as usize,
-        retry,
-        previous: None,
-    }));
-    tally.needs = OneOrMany(vote_ids.iter().map(|v| Loc::from(v.as_str())).collect());
-    tally.reads = OneOrMany(voters.iter().map(|(_, k)| Loc::from(k.as_str())).collect());
-    tally.output = Some(Loc {
-        value: tally_key.clone(),
-        pos,
-    });
-    tally.on_error = s.on_error.clone();
-    tally.impact = s.impact.clone();
-    let mut branches = Vec::new();
-    if retry {
-        branches.push(BranchSpec {
-            when: Some(Loc {
-                value: format!("{tally_key}.status == 'retry'"),
-                pos,
-            }),
-            to: OneOrMany(
-                voters
-                    .iter()
-                    .map(|(v, _)| Loc {
-                        value: format!("{id}.check_{}", common::ident(v)),
-                        pos,
-                    })
-                    .collect(),
-            ),
-        });
-    }
-    branches.extend(tie_branch(&format!("{tally_key}.status == 'tie'")));
-    branches.push(BranchSpec {
-        when: None,
-        to: to(&final_id),
-    });
-    tally.next = Some(NextSpec(branches));
-    x.steps.push(tally);
+        &vote_ids,
+        None,
+    ));
 
     // Round 2: each dissenter is asked once more, with the majority's answers.
     if retry {
@@ -396,21 +391,16 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
                 pos,
                 format!("Is `{voter}` a dissenter of vote `{id}`?"),
             );
+            let dissents = Loc {
+                value: format!(
+                    "'{}' in {tally_key}.dissenters",
+                    voter.replace('\\', "\\\\").replace('\'', "\\'")
+                ),
+                pos,
+            };
             check.router = Some(vec![
-                BranchSpec {
-                    when: Some(Loc {
-                        value: format!(
-                            "'{}' in {tally_key}.dissenters",
-                            voter.replace('\\', "\\\\").replace('\'', "\\'")
-                        ),
-                        pos,
-                    }),
-                    to: to(&revote_id),
-                },
-                BranchSpec {
-                    when: None,
-                    to: to(&voted_id),
-                },
+                common::branch(Some(dissents), &revote_id, pos),
+                common::branch(None, &voted_id, pos),
             ]);
             x.steps.push(check);
 
@@ -433,25 +423,13 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
                 prompt,
                 format!("Self-correction of `{voter}` (asked once, only as a dissenter)."),
             );
-            let mut reads = s.reads.0.clone();
-            for k in [key.as_str(), tally_key.as_str()] {
-                if !reads.iter().any(|r| r.value == k) {
-                    reads.push(Loc {
-                        value: k.into(),
-                        pos,
-                    });
-                }
-            }
-            revote.reads = OneOrMany(reads);
+            revote.reads = common::reads_plus(s, &[key, &tally_key], pos);
             revote.output = Some(Loc {
                 value: key.clone(),
                 pos,
             });
             revote.max_visits = Some(1);
-            revote.next = Some(NextSpec(vec![BranchSpec {
-                when: None,
-                to: to(&voted_id),
-            }]));
+            revote.next = Some(NextSpec(vec![common::branch(None, &voted_id, pos)]));
             // A failed re-ask keeps the first answer.
             revote.on_error = Some(Loc {
                 value: voted_id.clone(),
@@ -467,53 +445,21 @@ pub fn expand_step(s: &StepSpec, x: &mut Expansion<'_>) {
             ));
             voted_ids.push(voted_id);
         }
-        let mut retally = common::step(
+        x.steps.push(tally_step(
             format!("{id}.retally"),
-            pos,
             format!("Second tally of vote `{id}`, after self-correction."),
-        );
-        retally.function = Some(Loc {
-            value: "vote_tally".into(),
-            pos,
-        });
-        retally.builtin = Some(common::builtin(TallyFn {
-            voters: voters.clone(),
-            compare: compare.clone(),
-            quorum: quorum as usize,
-            retry: false,
-            previous: Some(tally_key.clone()),
-        }));
-        retally.needs = OneOrMany(voted_ids.iter().map(|v| Loc::from(v.as_str())).collect());
-        let mut reads: Vec<Loc<String>> =
-            voters.iter().map(|(_, k)| Loc::from(k.as_str())).collect();
-        reads.push(Loc::from(tally_key.as_str()));
-        retally.reads = OneOrMany(reads);
-        retally.output = Some(Loc {
-            value: tally_key.clone(),
-            pos,
-        });
-        retally.on_error = s.on_error.clone();
-        retally.impact = s.impact.clone();
-        let mut branches = Vec::new();
-        branches.extend(tie_branch(&format!("{tally_key}.status == 'tie'")));
-        branches.push(BranchSpec {
-            when: None,
-            to: to(&final_id),
-        });
-        retally.next = Some(NextSpec(branches));
-        x.steps.push(retally);
+            &voted_ids,
+            Some(&tally_key),
+        ));
     }
 
     // The decision: the accepted answer, or a failure naming the votes.
-    let mut decide = common::exit_step(s, "vote_decision");
+    let mut decide = common::exit_step(s, Some("vote_decision"));
     decide.builtin = Some(common::builtin(DecideFn {
         voters: voters.iter().map(|(v, _)| v.clone()).collect(),
         tally_key: tally_key.clone(),
     }));
-    decide.reads = OneOrMany(vec![Loc {
-        value: tally_key,
-        pos,
-    }]);
+    decide.reads = common::keys(&[&tally_key], pos);
     x.steps.push(decide);
 }
 
@@ -569,14 +515,6 @@ fn canon(v: &Value) -> String {
         Value::String(s) => format!("s:{}", s.trim().to_lowercase()),
         Value::Number(n) => format!("n:{}", n.as_f64().unwrap_or(f64::NAN)),
         other => format!("j:{}", sorted(other)),
-    }
-}
-
-/// A compared value as shown in messages: strings bare, the rest as JSON.
-fn show(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
     }
 }
 
@@ -687,7 +625,7 @@ pub fn decide(tally: &Value, voters: &[String]) -> Result<Value, String> {
             if value.is_null() {
                 format!("{v}: (no answer)")
             } else {
-                format!("{v}: {}", show(value))
+                format!("{v}: {}", common::text_of(value))
             }
         })
         .collect::<Vec<_>>()
@@ -697,7 +635,11 @@ pub fn decide(tally: &Value, voters: &[String]) -> Result<Value, String> {
         Some("tie") => {
             let tied: Vec<String> = tally["tied"]
                 .as_array()
-                .map(|a| a.iter().map(|v| format!("`{}`", show(v))).collect())
+                .map(|a| {
+                    a.iter()
+                        .map(|v| format!("`{}`", common::text_of(v)))
+                        .collect()
+                })
                 .unwrap_or_default();
             let each = tally["counts"][0]["votes"].as_u64().unwrap_or(0);
             Err(format!(
@@ -710,7 +652,7 @@ pub fn decide(tally: &Value, voters: &[String]) -> Result<Value, String> {
             let best = match tally["counts"].get(0) {
                 Some(c) => format!(
                     "the most agreed answer `{}` has {}",
-                    show(&c["value"]),
+                    common::text_of(&c["value"]),
                     c["votes"].as_u64().unwrap_or(0)
                 ),
                 None => "nobody answered".to_string(),
@@ -786,318 +728,5 @@ impl StepFn for DecideFn {
             .cloned()
             .unwrap_or(Value::Null);
         StepFuture::Ready(decide(&t, &self.voters))
-    }
-}
-
-/// Helpers shared by the `vote`, `best_of`, `synthesize` and `swarm` expansions.
-pub(super) mod common {
-    use super::*;
-
-    /// The pattern blocks handled by these modules, by YAML name.
-    fn blocks(s: &StepSpec) -> Vec<(&'static str, Option<Pos>)> {
-        let mut out = Vec::new();
-        if let Some(b) = &s.vote {
-            out.push(("vote", b.pos));
-        }
-        if let Some(b) = &s.synthesize {
-            out.push(("synthesize", b.pos));
-        }
-        if let Some(b) = &s.best_of {
-            out.push(("best_of", b.pos));
-        }
-        if let Some(b) = &s.swarm {
-            out.push(("swarm", b.pos));
-        }
-        out
-    }
-
-    /// Whether `s` is usable as a state key in CEL conditions and templates.
-    pub fn is_ident(s: &str) -> bool {
-        !s.is_empty()
-            && !s.starts_with(|c: char| c.is_ascii_digit())
-            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-    }
-
-    /// `s` made usable as (part of) a state key: other characters become `_`.
-    pub fn ident(s: &str) -> String {
-        let mut out: String = s
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
-            out.insert(0, '_');
-        }
-        out
-    }
-
-    /// A generated no-op step at the block's position.
-    pub fn step(id: String, pos: Option<Pos>, description: String) -> StepSpec {
-        StepSpec {
-            id: Loc { value: id, pos },
-            description,
-            ..StepSpec::default()
-        }
-    }
-
-    /// The step that keeps the pattern step's id: its output, writes, transitions and failure
-    /// policy (a function step; the caller sets `builtin` and `reads`).
-    pub fn exit_step(s: &StepSpec, function: &str) -> StepSpec {
-        let pos = s.id.pos;
-        StepSpec {
-            id: s.id.clone(),
-            description: s.description.clone(),
-            function: Some(Loc {
-                value: function.to_string(),
-                pos,
-            }),
-            output: s.output.clone(),
-            writes: s.writes.clone(),
-            next: s.next.clone(),
-            on_error: s.on_error.clone(),
-            impact: s.impact.clone(),
-            max_visits: s.max_visits,
-            ..StepSpec::default()
-        }
-    }
-
-    /// What stands for a pattern step whose block has errors: a no-op with its id, needs and
-    /// transitions, so that references to it do not add errors of their own.
-    pub fn placeholder(s: &StepSpec) -> StepSpec {
-        StepSpec {
-            id: s.id.clone(),
-            description: s.description.clone(),
-            needs: s.needs.clone(),
-            join: s.join.clone(),
-            next: s.next.clone(),
-            on_error: s.on_error.clone(),
-            ..StepSpec::default()
-        }
-    }
-
-    /// An agent step generated from the pattern step `s`: its timeout, retries, deadline,
-    /// budget, failure policy and impact apply.
-    pub fn agent_step(
-        s: &StepSpec,
-        id: &str,
-        pos: Option<Pos>,
-        agent: &Loc<String>,
-        prompt: Loc<String>,
-        description: String,
-    ) -> StepSpec {
-        StepSpec {
-            id: Loc {
-                value: id.to_string(),
-                pos,
-            },
-            description,
-            agent: Some(Loc {
-                value: agent.value.clone(),
-                pos: agent.pos.or(pos),
-            }),
-            prompt: Some(prompt),
-            on_error: s.on_error.clone(),
-            impact: s.impact.clone(),
-            timeout: s.timeout,
-            budget: s.budget,
-            retries: s.retries,
-            deadline: s.deadline,
-            max_visits: s.max_visits,
-            ..StepSpec::default()
-        }
-    }
-
-    /// Refuse the fields a pattern block replaces, and a second block. True when all is well.
-    pub fn check_fields(s: &StepSpec, block: &str, x: &mut Expansion<'_>) -> bool {
-        let id = s.id.value.as_str();
-        let mut ok = true;
-        let mut refuse = |x: &mut Expansion<'_>, field: &str, pos: Option<Pos>| {
-            x.err(
-                pos.or(s.id.pos),
-                id,
-                format!(
-                    "a `{block}:` step does its work through the block: remove `{field}` (put the prompt and agents inside `{block}:`)"
-                ),
-            );
-            ok = false;
-        };
-        if let Some(a) = &s.agent {
-            refuse(x, "agent", a.pos);
-        }
-        if let Some(p) = &s.prompt {
-            refuse(x, "prompt", p.pos);
-        }
-        if let Some(r) = &s.run {
-            refuse(x, "run", r.pos);
-        }
-        if s.builtin.is_none()
-            && let Some(f) = &s.function
-        {
-            refuse(x, "function", f.pos);
-        }
-        if let Some(w) = &s.workflow {
-            refuse(x, "workflow", w.pos);
-        }
-        if let Some((k, _)) = s.input.0.first() {
-            refuse(x, "input", k.pos);
-        }
-        if s.router.is_some() {
-            refuse(x, "router", None);
-        }
-        if let Some(m) = &s.map {
-            refuse(x, "map", m.over.pos);
-        }
-        if let Some(a) = &s.approval {
-            refuse(x, "approval", a.pos);
-        }
-        let all = blocks(s);
-        if all.len() > 1 {
-            let names: Vec<String> = all.iter().map(|(n, _)| format!("`{n}:`")).collect();
-            let at = all.iter().find(|(n, _)| *n != block).and_then(|(_, p)| *p);
-            x.err(
-                at.or(s.id.pos),
-                id,
-                format!(
-                    "a step carries one pattern block, but this one has {}",
-                    names.join(" and ")
-                ),
-            );
-            ok = false;
-        }
-        ok
-    }
-
-    /// A block that expands into several steps is entered by some and left by another, so
-    /// nothing may route to it (its steps would start without the transition). True when no
-    /// transition, `on_error` or `start:` names it.
-    pub fn check_not_target(
-        s: &StepSpec,
-        block: &str,
-        entry: Option<&str>,
-        x: &mut Expansion<'_>,
-    ) -> bool {
-        let id = s.id.value.as_str();
-        let mut refs: Vec<(Option<Pos>, String)> = Vec::new();
-        for o in &x.spec.steps {
-            let from = &o.id.value;
-            let branches = o
-                .next
-                .iter()
-                .flat_map(|n| n.0.iter())
-                .map(|b| ("`next`", b))
-                .chain(o.router.iter().flatten().map(|b| ("the router", b)));
-            for (what, b) in branches {
-                for t in b.to.0.iter().filter(|t| t.value == id) {
-                    refs.push((t.pos, format!("{what} of step `{from}`")));
-                }
-            }
-            if let Some(e) = o.on_error.as_ref().filter(|e| e.value == id) {
-                refs.push((e.pos, format!("`on_error` of step `{from}`")));
-            }
-        }
-        for t in x.spec.start.0.iter().filter(|t| t.value == id) {
-            refs.push((t.pos, "`start:`".to_string()));
-        }
-        let ok = refs.is_empty();
-        for (pos, what) in refs {
-            x.err(
-                pos,
-                id,
-                match entry {
-                    Some(e) => format!(
-                        "{what} goes to `{id}`, the end of a `{block}:` block (it completes when the block is done): lead to its first step `{e}` instead, or reach `{id}` through `needs`"
-                    ),
-                    None => format!(
-                        "{what} goes to `{id}`, the end of a `{block}:` block whose steps start in parallel: reach it through `needs` (route to a step that `{id}` needs)"
-                    ),
-                },
-            );
-        }
-        ok
-    }
-
-    /// The agent named by `name` (an error, at its position, if it is not declared).
-    pub fn agent<'a>(
-        x: &mut Expansion<'a>,
-        s: &StepSpec,
-        name: &Loc<String>,
-        pos: Option<Pos>,
-    ) -> Option<&'a AgentSpec> {
-        let spec = x.spec;
-        let found = spec
-            .agents
-            .0
-            .iter()
-            .find(|(n, _)| n.value == name.value)
-            .map(|(_, a)| a);
-        if found.is_none() {
-            let known: Vec<&str> = spec
-                .agents
-                .0
-                .iter()
-                .map(|(n, _)| n.value.as_str())
-                .collect();
-            x.err(
-                name.pos.or(pos),
-                &s.id.value,
-                format!(
-                    "unknown agent `{}` (agents: {})",
-                    name.value,
-                    if known.is_empty() {
-                        "none declared".to_string()
-                    } else {
-                        known.join(", ")
-                    }
-                ),
-            );
-        }
-        found
-    }
-
-    /// Whether a JSON Schema declares `properties` without `field` (so answers cannot have it).
-    pub fn schema_lacks(schema: &Value, field: &str) -> bool {
-        schema
-            .get("properties")
-            .and_then(Value::as_object)
-            .is_some_and(|p| !p.contains_key(field))
-    }
-
-    /// Declare a generated state key; a key of the same name declared by the user must have
-    /// the same merge rule.
-    pub fn gen_key(
-        x: &mut Expansion<'_>,
-        s: &StepSpec,
-        name: &str,
-        merge: MergeRule,
-        description: &str,
-        pos: Option<Pos>,
-    ) {
-        let spec = x.spec;
-        if let Some((k, ks)) = spec.state.0.iter().find(|(k, _)| k.value == name)
-            && ks.merge != merge
-        {
-            x.err(
-                k.pos,
-                &s.id.value,
-                format!(
-                    "state key `{name}` is generated by this step's pattern block with merge rule `{}`, but is declared with `{}`: rename it or declare it `{}`",
-                    merge.as_str(),
-                    ks.merge.as_str(),
-                    merge.as_str()
-                ),
-            );
-            return;
-        }
-        x.key(name, merge, description, pos);
-    }
-
-    /// Wrap a step function for `StepSpec::builtin`.
-    pub fn builtin(f: impl StepFn + 'static) -> BuiltinFn {
-        BuiltinFn(Arc::new(f))
     }
 }

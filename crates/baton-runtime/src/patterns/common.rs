@@ -1,9 +1,12 @@
-//! Helpers shared by the looping patterns (`debate:`, `reflect:`, `refine:`).
+//! Helpers shared by every pattern expansion.
 //!
-//! These blocks expand into a chain or a loop of generated steps with one way in and one way
-//! out. The way out is a step that keeps the pattern step's id (so `needs: [decide]` waits for
-//! the whole block, and the block's `output`, `writes` and `next` live there); the way in is
-//! the first generated step, which carries the pattern step's `needs` and `join`.
+//! The patterns come in two shapes ([`Shape`]). The looping blocks (`debate:`, `reflect:`,
+//! `refine:`) expand into a chain or a loop of generated steps with one way in and one way out:
+//! the way out is a step that keeps the pattern step's id (so `needs: [decide]` waits for the
+//! whole block, and the block's `output`, `writes` and `next` live there); the way in is the
+//! first generated step, which carries the pattern step's `needs` and `join`. The fan-out blocks
+//! (`vote:`, `synthesize:`, `best_of:`, `swarm:`) start their first steps together (each with
+//! the pattern step's `needs`) and end in a step that keeps the pattern step's id.
 
 use super::Expansion;
 use crate::expr::Expr;
@@ -12,6 +15,33 @@ use crate::spec::{AgentSpec, BranchSpec, BuiltinFn, Loc, MergeRule, OneOrMany, P
 use crate::template::Templates;
 use serde_json::Value;
 use std::sync::Arc;
+
+/// The shape of a pattern block. The two shapes refuse different things and word their errors
+/// differently (see [`check_fields`], [`check_not_target`], [`gen_key`] and [`placeholder`]).
+#[derive(Clone, Copy, Debug)]
+pub enum Shape<'a> {
+    /// A chain or loop (`debate:`, `reflect:`, `refine:`) entered at its first step `entry`
+    /// and bounded by `bound` (suggested instead of `max_visits`, which the step may not set).
+    Loop {
+        /// The first generated step.
+        entry: &'a str,
+        /// What bounds the loop, as the block writes it.
+        bound: &'a str,
+    },
+    /// Steps that start together (`vote:`, `synthesize:`, `best_of:`, `swarm:`), or at `entry`
+    /// when one step starts the block; the generated steps take the step's `max_visits`.
+    Fan {
+        /// The generated step that starts the block, if one does.
+        entry: Option<&'a str>,
+    },
+}
+
+/// Whether `s` is usable as a state key in CEL conditions and templates.
+pub fn is_ident(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
 
 /// `s` made usable as (part of) a state key in CEL and templates: other characters become `_`.
 pub fn ident(s: &str) -> String {
@@ -31,17 +61,22 @@ pub fn ident(s: &str) -> String {
     out
 }
 
-/// Refuse the fields a pattern block replaces, and a second block. `bound` names the block's
-/// own bound, suggested instead of `max_visits`. True when all is well.
-pub fn check_fields(s: &StepSpec, block: &str, bound: &str, x: &mut Expansion<'_>) -> bool {
+/// Refuse the fields a pattern block replaces. A looping block also refuses `max_visits`
+/// (suggesting its bound instead); a fan-out block also refuses a second pattern block. True
+/// when all is well.
+pub fn check_fields(s: &StepSpec, block: &str, shape: Shape<'_>, x: &mut Expansion<'_>) -> bool {
     let id = s.id.value.as_str();
+    let hint = match shape {
+        Shape::Loop { .. } => "agents and prompts go inside",
+        Shape::Fan { .. } => "put the prompt and agents inside",
+    };
     let mut ok = true;
     let mut refuse = |x: &mut Expansion<'_>, field: &str, pos: Option<Pos>| {
         x.err(
             pos.or(s.id.pos),
             id,
             format!(
-                "a `{block}:` step does its work through the block: remove `{field}` (agents and prompts go inside `{block}:`)"
+                "a `{block}:` step does its work through the block: remove `{field}` ({hint} `{block}:`)"
             ),
         );
         ok = false;
@@ -75,29 +110,64 @@ pub fn check_fields(s: &StepSpec, block: &str, bound: &str, x: &mut Expansion<'_
     if let Some(a) = &s.approval {
         refuse(x, "approval", a.pos);
     }
-    if s.max_visits.is_some() {
-        x.err(
-            s.id.pos,
-            id,
-            format!(
-                "`max_visits` does not apply to a `{block}:` step: its loop is bounded by `{bound}`"
-            ),
-        );
-        ok = false;
+    match shape {
+        Shape::Loop { bound, .. } => {
+            if s.max_visits.is_some() {
+                x.err(
+                    s.id.pos,
+                    id,
+                    format!(
+                        "`max_visits` does not apply to a `{block}:` step: its loop is bounded by `{bound}`"
+                    ),
+                );
+                ok = false;
+            }
+        }
+        Shape::Fan { .. } => {
+            // `expand` dispatches the looping blocks first, so only fan-out blocks are found.
+            let all = super::blocks(s);
+            if all.len() > 1 {
+                let names: Vec<String> = all.iter().map(|(n, _)| format!("`{n}:`")).collect();
+                let at = all.iter().find(|(n, _)| *n != block).and_then(|(_, p)| *p);
+                x.err(
+                    at.or(s.id.pos),
+                    id,
+                    format!(
+                        "a step carries one pattern block, but this one has {}",
+                        names.join(" and ")
+                    ),
+                );
+                ok = false;
+            }
+        }
     }
     ok
 }
 
+/// Where a reference to a step stands.
+enum Ref {
+    /// In a `next` or router branch (`what` names which).
+    Branch(&'static str),
+    /// In `on_error`.
+    OnError,
+    /// In `start:`.
+    Start,
+}
+
 /// Nothing may route to the pattern step itself: its id is the block's way *out* (it completes
 /// when the block is done), so a transition, `on_error` or `start:` naming it would skip the
-/// block. Such a reference is an error that names the block's way in (`entry`). True when
-/// there is none.
-pub fn check_not_target(s: &StepSpec, block: &str, entry: &str, x: &mut Expansion<'_>) -> bool {
+/// block. Such a reference is an error naming the block's way in, if it has one. A looping
+/// block reports it on the step holding the reference, a fan-out block on the pattern step.
+/// True when there is none.
+pub fn check_not_target(
+    s: &StepSpec,
+    block: &str,
+    shape: Shape<'_>,
+    x: &mut Expansion<'_>,
+) -> bool {
     let id = s.id.value.as_str();
-    // (where, the step holding the reference, the message)
-    let mut refs: Vec<(Option<Pos>, String, String)> = Vec::new();
-    let end =
-        format!("`{id}`, the end of a `{block}:` block (it completes when the block is done)");
+    // (where, what refers, the step holding the reference)
+    let mut refs: Vec<(Option<Pos>, Ref, String)> = Vec::new();
     for o in &x.spec.steps {
         let from = &o.id.value;
         let branches = o
@@ -108,42 +178,63 @@ pub fn check_not_target(s: &StepSpec, block: &str, entry: &str, x: &mut Expansio
             .chain(o.router.iter().flatten().map(|b| ("the router", b)));
         for (what, b) in branches {
             for t in b.to.0.iter().filter(|t| t.value == id) {
-                refs.push((
-                    t.pos,
-                    from.clone(),
-                    format!(
-                        "{what} goes to {end}: lead to its first step `{entry}` instead, or reach `{id}` through `needs`"
-                    ),
-                ));
+                refs.push((t.pos, Ref::Branch(what), from.clone()));
             }
         }
         if let Some(e) = o.on_error.as_ref().filter(|e| e.value == id) {
-            refs.push((
-                e.pos,
-                from.clone(),
-                format!("`on_error` goes to {end}: lead to its first step `{entry}` instead"),
-            ));
+            refs.push((e.pos, Ref::OnError, from.clone()));
         }
     }
     for t in x.spec.start.0.iter().filter(|t| t.value == id) {
-        refs.push((
-            t.pos,
-            id.to_string(),
-            format!("`start:` names {end}: name its first step `{entry}` instead"),
-        ));
+        refs.push((t.pos, Ref::Start, id.to_string()));
     }
     let ok = refs.is_empty();
-    for (pos, from, message) in refs {
-        x.err(pos, &from, message);
+    let end = format!("`{id}`, the end of a `{block}:` block");
+    let done = format!("{end} (it completes when the block is done)");
+    for (pos, r, from) in refs {
+        let message = match shape {
+            Shape::Loop { entry, .. } => match r {
+                Ref::Branch(what) => format!(
+                    "{what} goes to {done}: lead to its first step `{entry}` instead, or reach `{id}` through `needs`"
+                ),
+                Ref::OnError => {
+                    format!("`on_error` goes to {done}: lead to its first step `{entry}` instead")
+                }
+                Ref::Start => {
+                    format!("`start:` names {done}: name its first step `{entry}` instead")
+                }
+            },
+            Shape::Fan { entry } => {
+                let what = match r {
+                    Ref::Branch(what) => format!("{what} of step `{from}`"),
+                    Ref::OnError => format!("`on_error` of step `{from}`"),
+                    Ref::Start => "`start:`".to_string(),
+                };
+                match entry {
+                    Some(e) => format!(
+                        "{what} goes to {done}: lead to its first step `{e}` instead, or reach `{id}` through `needs`"
+                    ),
+                    None => format!(
+                        "{what} goes to {end} whose steps start in parallel: reach it through `needs` (route to a step that `{id}` needs)"
+                    ),
+                }
+            }
+        };
+        let at = match shape {
+            Shape::Loop { .. } => from.as_str(),
+            Shape::Fan { .. } => id,
+        };
+        x.err(pos, at, message);
     }
     ok
 }
 
-/// The agent named by `name` (an error at its position if it is not declared).
+/// The agent named by `name` (an error at its position if it is not declared). The error names
+/// the agent's `role` in the block when given (`contra`, `producer`), else says `unknown agent`.
 pub fn agent<'a>(
     x: &mut Expansion<'a>,
     s: &StepSpec,
-    role: &str,
+    role: Option<&str>,
     name: &Loc<String>,
     pos: Option<Pos>,
 ) -> Option<&'a AgentSpec> {
@@ -161,10 +252,10 @@ pub fn agent<'a>(
             .iter()
             .map(|(n, _)| n.value.as_str())
             .collect();
-        let what = if name.value.trim().is_empty() {
-            format!("`{role}` names no agent")
-        } else {
-            format!("{role} `{}` is not a declared agent", name.value)
+        let what = match role {
+            Some(role) if name.value.trim().is_empty() => format!("`{role}` names no agent"),
+            Some(role) => format!("{role} `{}` is not a declared agent", name.value),
+            None => format!("unknown agent `{}`", name.value),
         };
         x.err(
             name.pos.or(pos),
@@ -182,12 +273,22 @@ pub fn agent<'a>(
     found
 }
 
+/// Whether a JSON Schema declares `properties` without `field` (so answers cannot have it).
+pub fn schema_lacks(schema: &Value, field: &str) -> bool {
+    schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .is_some_and(|p| !p.contains_key(field))
+}
+
 /// Declare a generated state key. A key of that name declared by the user must have the same
-/// merge rule (declaring it gives it a description, or lists it in `outputs`); two blocks
-/// generating the same key is an error. True when all is well.
+/// merge rule (declaring it gives it a description, or lists it in `outputs`). For a looping
+/// block, a key another block already generated is an error; fan-out blocks share it. True
+/// when all is well.
 pub fn gen_key(
     x: &mut Expansion<'_>,
     s: &StepSpec,
+    shape: Shape<'_>,
     name: &str,
     merge: MergeRule,
     description: &str,
@@ -210,7 +311,7 @@ pub fn gen_key(
         }
         return true;
     }
-    if x.keys.iter().any(|(k, _)| k.value == name) {
+    if matches!(shape, Shape::Loop { .. }) && x.keys.iter().any(|(k, _)| k.value == name) {
         x.err(
             pos,
             &s.id.value,
@@ -326,7 +427,7 @@ pub fn check_expr(
     }
 }
 
-/// A generated step with an id and a description, at the block's position.
+/// A generated no-op step with an id and a description, at the block's position.
 pub fn step(id: String, pos: Option<Pos>, description: String) -> StepSpec {
     StepSpec {
         id: Loc { value: id, pos },
@@ -335,66 +436,120 @@ pub fn step(id: String, pos: Option<Pos>, description: String) -> StepSpec {
     }
 }
 
-/// The first generated step: a no-op carrying the pattern step's `needs` and `join`.
-pub fn entry_step(s: &StepSpec, id: String, pos: Option<Pos>, description: String) -> StepSpec {
+/// `st` waiting like the pattern step: its `needs` and `join` (for a block's first steps).
+pub fn waits(s: &StepSpec, st: StepSpec) -> StepSpec {
     StepSpec {
         needs: s.needs.clone(),
         join: s.join.clone(),
-        on_error: s.on_error.clone(),
-        impact: s.impact.clone(),
-        ..step(id, pos, description)
+        ..st
     }
 }
 
-/// The step that keeps the pattern step's id: its description, output, writes, transitions
-/// and failure policy. The caller adds the work (`builtin`, or `needs` for a no-op).
-pub fn exit_step(s: &StepSpec) -> StepSpec {
+/// `st` as a first step of a fan-out block: it waits like the pattern step ([`waits`]), reads
+/// what it reads, and writes its result to `output`.
+pub fn first_step(s: &StepSpec, st: StepSpec, output: &str, pos: Option<Pos>) -> StepSpec {
     StepSpec {
-        id: s.id.clone(),
-        description: s.description.clone(),
-        output: s.output.clone(),
-        writes: s.writes.clone(),
-        next: s.next.clone(),
-        on_error: s.on_error.clone(),
-        impact: s.impact.clone(),
-        ..StepSpec::default()
-    }
-}
-
-/// What stands for a pattern step whose block has errors: a no-op with its id, needs and
-/// transitions, so that references to it add no errors of their own.
-pub fn placeholder(s: &StepSpec) -> StepSpec {
-    StepSpec {
-        needs: s.needs.clone(),
-        join: s.join.clone(),
-        ..exit_step(s)
-    }
-}
-
-/// An agent step generated from the pattern step `s`: its timeout, retries, deadline, budget,
-/// failure policy and impact apply to each such step.
-pub fn agent_step(
-    s: &StepSpec,
-    id: String,
-    pos: Option<Pos>,
-    agent: &Loc<String>,
-    prompt: Loc<String>,
-    description: String,
-) -> StepSpec {
-    StepSpec {
-        agent: Some(Loc {
-            value: agent.value.clone(),
-            pos: agent.pos.or(pos),
+        reads: s.reads.clone(),
+        output: Some(Loc {
+            value: output.to_string(),
+            pos,
         }),
-        prompt: Some(prompt),
+        ..waits(s, st)
+    }
+}
+
+/// `st` under the pattern step's limits and failure policy: its timeout, retries, deadline,
+/// budget, `max_visits`, `on_error` and impact.
+pub fn limited(s: &StepSpec, st: StepSpec) -> StepSpec {
+    StepSpec {
         on_error: s.on_error.clone(),
         impact: s.impact.clone(),
         timeout: s.timeout,
         budget: s.budget,
         retries: s.retries,
         deadline: s.deadline,
-        ..step(id, pos, description)
+        max_visits: s.max_visits,
+        ..st
     }
+}
+
+/// The first generated step of a looping block: a no-op carrying the pattern step's `needs`,
+/// `join` and failure policy.
+pub fn entry_step(s: &StepSpec, id: String, pos: Option<Pos>, description: String) -> StepSpec {
+    waits(
+        s,
+        StepSpec {
+            on_error: s.on_error.clone(),
+            impact: s.impact.clone(),
+            ..step(id, pos, description)
+        },
+    )
+}
+
+/// The step that keeps the pattern step's id: its description, output, writes, transitions,
+/// `max_visits` and failure policy, running the generated `function` (named at the step's
+/// position) if given. The caller adds the work (`builtin`, or `needs` for a no-op).
+pub fn exit_step(s: &StepSpec, function: Option<&str>) -> StepSpec {
+    StepSpec {
+        id: s.id.clone(),
+        description: s.description.clone(),
+        function: function.map(|f| Loc {
+            value: f.to_string(),
+            pos: s.id.pos,
+        }),
+        output: s.output.clone(),
+        writes: s.writes.clone(),
+        next: s.next.clone(),
+        on_error: s.on_error.clone(),
+        impact: s.impact.clone(),
+        max_visits: s.max_visits,
+        ..StepSpec::default()
+    }
+}
+
+/// What stands for a pattern step whose block has errors: a no-op with its id, needs and
+/// transitions, so that references to it add no errors of their own. A looping block's keeps
+/// the step's `output`, `writes` and impact too.
+pub fn placeholder(s: &StepSpec, shape: Shape<'_>) -> StepSpec {
+    let st = StepSpec {
+        id: s.id.clone(),
+        description: s.description.clone(),
+        next: s.next.clone(),
+        on_error: s.on_error.clone(),
+        ..waits(s, StepSpec::default())
+    };
+    match shape {
+        Shape::Loop { .. } => StepSpec {
+            output: s.output.clone(),
+            writes: s.writes.clone(),
+            impact: s.impact.clone(),
+            ..st
+        },
+        Shape::Fan { .. } => st,
+    }
+}
+
+/// An agent step generated from the pattern step `s`: its timeout, retries, deadline, budget,
+/// `max_visits`, failure policy and impact apply to each such step.
+pub fn agent_step(
+    s: &StepSpec,
+    id: &str,
+    pos: Option<Pos>,
+    agent: &Loc<String>,
+    prompt: Loc<String>,
+    description: String,
+) -> StepSpec {
+    limited(
+        s,
+        StepSpec {
+            agent: Some(Loc {
+                value: agent.value.clone(),
+                pos: agent.pos.or(pos),
+            }),
+            prompt: Some(prompt),
+            ..step(id.to_string(), pos, description)
+        },
+    )
 }
 
 /// The pattern step's `reads` and the generated keys `extra` (once each).
@@ -411,7 +566,7 @@ pub fn reads_plus(s: &StepSpec, extra: &[&str], pos: Option<Pos>) -> OneOrMany<L
     OneOrMany(out)
 }
 
-/// Keys as a `reads` list.
+/// Keys (or step ids) as a `reads` (or `needs`) list.
 pub fn keys(list: &[&str], pos: Option<Pos>) -> OneOrMany<Loc<String>> {
     OneOrMany(
         list.iter()
@@ -461,7 +616,7 @@ pub fn len_of(input: &StepInput, key: &str) -> usize {
         .map_or(0, Vec::len)
 }
 
-/// A synchronous generated step function.
+/// A synchronous generated step function: a closure made a [`StepFn`] (for [`builtin`]).
 pub struct SyncStep<F>(pub F);
 
 impl<F> StepFn for SyncStep<F>
@@ -473,12 +628,9 @@ where
     }
 }
 
-/// Wrap a closure for `StepSpec::builtin`.
-pub fn builtin<F>(f: F) -> BuiltinFn
-where
-    F: Fn(StepInput) -> Result<Value, String> + Send + Sync + 'static,
-{
-    BuiltinFn(Arc::new(SyncStep(f)))
+/// Wrap a step function (or a closure, in [`SyncStep`]) for `StepSpec::builtin`.
+pub fn builtin(f: impl StepFn + 'static) -> BuiltinFn {
+    BuiltinFn(Arc::new(f))
 }
 
 /// The text of a value: a string as it is, anything else as compact JSON.
