@@ -483,7 +483,7 @@ impl Runtime {
                 // Streamed pieces go to the observers as they arrive; the log gets the whole reply.
                 let observer = self.observer.clone();
                 let store = self.store.clone();
-                inflight.push(Box::pin(async move {
+                let call: BoxFuture<'static, Input> = Box::pin(async move {
                     let t0 = Instant::now();
                     // The response cache, keyed on the exact request.
                     let key = cache.then(|| cache_key(&request));
@@ -565,10 +565,30 @@ impl Runtime {
                         replayed: false,
                         cache: key.map(|_| false),
                         breaker: change.map(|(f, t)| {
-                            (target.clone(), f.as_str().to_string(), t.as_str().to_string())
+                            (
+                                target.clone(),
+                                f.as_str().to_string(),
+                                t.as_str().to_string(),
+                            )
                         }),
                     }
-                }))
+                });
+                // A call that reads and writes the response cache uses the store: it runs on a
+                // task of its own (see `own_task`).
+                inflight.push(if cache {
+                    own_task(call, move |e| Input::ModelReplied {
+                        task,
+                        result: Err(ModelError::Config {
+                            message: format!("the model call's task ended: {e}"),
+                        }),
+                        duration_us: 0,
+                        replayed: false,
+                        cache: None,
+                        breaker: None,
+                    })
+                } else {
+                    call
+                });
             }
             Effect::CallTool {
                 task,
@@ -688,7 +708,7 @@ impl Runtime {
                     queue.push_back(Input::ChildStarted { task, child });
                     self.run_with_id(workflow, input, child, Some(run_id))
                 };
-                inflight.push(Box::pin(async move {
+                let finished: BoxFuture<'static, Input> = Box::pin(async move {
                     let t0 = Instant::now();
                     let duration_us = || t0.elapsed().as_micros() as u64;
                     match fut.await {
@@ -713,6 +733,17 @@ impl Runtime {
                             duration_us: duration_us(),
                         },
                     }
+                });
+                // The child run journals to the store too: it runs on a task of its own.
+                inflight.push(own_task(finished, move |e| Input::ChildFinished {
+                    task,
+                    child,
+                    status: RunStatus::Failed,
+                    output: Value::Null,
+                    reason: Some(format!("the sub-workflow's task ended: {e}")),
+                    usage: Default::default(),
+                    costs: Vec::new(),
+                    duration_us: 0,
                 }));
             }
             Effect::StartTimer { timer, after } => inflight.push(Box::pin(async move {
@@ -722,4 +753,31 @@ impl Runtime {
             Effect::Finish { .. } => {}
         }
     }
+}
+
+/// A spawned effect, aborted if the run stops waiting for it (the run's task was dropped).
+struct OwnTask(tokio::task::JoinHandle<Input>);
+
+impl Drop for OwnTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Run an effect on a task of its own. An effect that uses the store (a sub-workflow run, the
+/// response cache) must not be polled only from inside its run's task: the run awaits the
+/// store between polls of its effects (journaling, status, halt checks), and an effect
+/// suspended while holding the store's writer or a reader connection would then never be
+/// polled again to release it. `lost` builds the input reporting a task that panicked.
+fn own_task(
+    fut: BoxFuture<'static, Input>,
+    lost: impl FnOnce(String) -> Input + Send + 'static,
+) -> BoxFuture<'static, Input> {
+    let mut handle = OwnTask(tokio::spawn(fut));
+    Box::pin(async move {
+        match (&mut handle.0).await {
+            Ok(input) => input,
+            Err(e) => lost(e.to_string()),
+        }
+    })
 }
