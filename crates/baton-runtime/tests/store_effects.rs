@@ -8,7 +8,7 @@
 use baton_core::RunStatus;
 use baton_providers::ScriptedModel;
 use baton_runtime::spec::{ModelSpec, PriceSpec};
-use baton_runtime::{ModelBuildError, ModelEntry, ModelFactory, Registry, Runtime, load_file};
+use baton_runtime::{ModelBuildError, ModelFactory, Registry, Runtime, load_file};
 use baton_store::{SqliteOptions, SqliteStore};
 use serde_json::json;
 use std::path::Path;
