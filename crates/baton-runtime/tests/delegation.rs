@@ -652,3 +652,38 @@ proptest::proptest! {
         });
     }
 }
+
+#[tokio::test]
+async fn a_step_deadline_ends_its_delegated_tasks_with_it() {
+    let wf = SUPERVISOR.replace(
+        "    output: verdict\n",
+        "    output: verdict\n    deadline: 100ms\n    on_error: continue\n",
+    );
+    let script = r#"
+agents:
+  manager:
+    - tool_calls: [{name: delegate_to_fin, args: {task: "Score"}}]
+    - text: "never reached"
+  fin:
+    - json: {score: 80}
+      latency: 60m
+"#;
+    let (report, events) = tokio::time::timeout(
+        Duration::from_secs(20),
+        run(&wf, script, json!({"company": "ACME"})),
+    )
+    .await
+    .expect("the run ends at the deadline, not when the worker would have answered");
+    assert_eq!(report.status, RunStatus::PartialSuccess, "{report:?}");
+    assert!(
+        report.failed_steps[0].error.contains("deadline"),
+        "{report:?}"
+    );
+    // The worker never answered, and nothing was reported back for it.
+    assert_eq!(callers(&events), ["manager"]);
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::DelegationReturned { .. }))
+    );
+}
