@@ -836,3 +836,26 @@ fn an_unknown_store_scheme_is_a_usage_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown store `mysql://db/runs`"), "{err}");
 }
+
+#[test]
+fn pattern_and_roster_errors_are_located() {
+    validate("pattern_errors.yaml").assert_diagnostics(
+        "pattern_errors.yaml",
+        &[
+            (
+                "10:17",
+                &[
+                    "agent `lead`",
+                    "cannot delegate to unknown agent `analist`",
+                    "(declared: bear, bull, lead)",
+                ],
+            ),
+            ("10:26", &["agent `lead` cannot delegate to itself"]),
+            (
+                "20:15",
+                &["step `decide`", "contra `baer` is not a declared agent"],
+            ),
+            ("22:15", &["step `decide`", "`rounds` must be at least 1"]),
+        ],
+    );
+}

@@ -112,6 +112,13 @@ fn did_you_mean<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> St
     }
 }
 
+/// Names from a set, in a stable (alphabetical) order for messages.
+fn sorted<'a>(set: &HashSet<&'a str>) -> impl Iterator<Item = &'a str> {
+    let mut v: Vec<&'a str> = set.iter().copied().collect();
+    v.sort_unstable();
+    v.into_iter()
+}
+
 fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
@@ -665,7 +672,7 @@ pub fn compile(spec: &WorkflowSpec, src: &Source<'_>) -> Result<Workflow, Workfl
                                 "agent `{}`: cannot {what} to unknown agent `{}`{}",
                                 name.value,
                                 t.value,
-                                did_you_mean(&t.value, agent_declared.iter().copied())
+                                did_you_mean(&t.value, sorted(&agent_declared))
                             ),
                         );
                     }
@@ -1227,7 +1234,7 @@ fn compile_work(
                     format!(
                         "unknown agent `{}`{}",
                         a.value,
-                        did_you_mean(&a.value, agent_declared.iter().copied())
+                        did_you_mean(&a.value, sorted(agent_declared))
                     ),
                 );
             }
