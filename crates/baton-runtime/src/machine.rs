@@ -272,6 +272,8 @@ struct TaskRt {
     tainted: bool,
     /// A delegated task: who asked, and how.
     delegation: Option<Box<DelegationRt>>,
+    /// A step's own task under which some agent delegated (its delegated tasks end with it).
+    delegated: bool,
 }
 
 impl TaskRt {
@@ -302,6 +304,7 @@ impl TaskRt {
             no_compress: false,
             tainted,
             delegation: None,
+            delegated: false,
         }
     }
 }
@@ -924,6 +927,9 @@ impl RunMachine {
                 };
                 chain.push(agent);
                 let (item, tainted) = (p.item, p.tainted);
+                if let Some(r) = self.tasks.get_mut(&root) {
+                    r.delegated = true;
+                }
                 let mut t = TaskRt::new(s, ev.at_us, item, messages.clone(), tainted);
                 t.delegation = Some(Box::new(DelegationRt {
                     agent,
@@ -988,7 +994,9 @@ impl RunMachine {
             } => {
                 let s = self.step_idx(step, hint)?;
                 let t = self.tasks.remove(task);
-                self.drop_delegations(*task);
+                if t.as_ref().is_some_and(|t| t.delegated) {
+                    self.drop_delegations(*task);
+                }
                 if let Some(i) = t.as_ref().and_then(|t| t.item) {
                     let m = self
                         .maps
@@ -1031,8 +1039,8 @@ impl RunMachine {
             } => {
                 let s = self.step_idx(step, hint)?;
                 let t = task.and_then(|t| self.tasks.remove(&t));
-                if let Some(t) = task {
-                    self.drop_delegations(*t);
+                if let (Some(id), Some(true)) = (task, t.as_ref().map(|t| t.delegated)) {
+                    self.drop_delegations(*id);
                 }
                 if policy == "retry" {
                     // The step runs again; this attempt's failure is in the log, not a loss.
@@ -1123,13 +1131,11 @@ impl RunMachine {
                 self.usage.input_tokens += output.usage.input_tokens;
                 self.usage.output_tokens += output.usage.output_tokens;
                 self.usage.cost_usd += cost_usd;
-                self.add_cost(&CostLine {
-                    agent: agent.to_string(),
-                    model: model.clone(),
-                    model_calls: 1,
-                    input_tokens: output.usage.input_tokens,
-                    output_tokens: output.usage.output_tokens,
-                    cost_usd: *cost_usd,
+                self.add_cost(agent, model, |line| {
+                    line.model_calls += 1;
+                    line.input_tokens += output.usage.input_tokens;
+                    line.output_tokens += output.usage.output_tokens;
+                    line.cost_usd += cost_usd;
                 });
                 if let Some(t) = self.tasks.get_mut(task)
                     && t.compressing.is_none()
@@ -1356,7 +1362,12 @@ impl RunMachine {
             EventKind::ChildFinished { usage, costs, .. } => {
                 self.usage.add(usage);
                 for c in costs {
-                    self.add_cost(c);
+                    self.add_cost(&c.agent, &c.model, |line| {
+                        line.model_calls += c.model_calls;
+                        line.input_tokens += c.input_tokens;
+                        line.output_tokens += c.output_tokens;
+                        line.cost_usd += c.cost_usd;
+                    });
                 }
             }
             EventKind::RunFinished { status, reason } => {
@@ -1371,36 +1382,30 @@ impl RunMachine {
     }
 
     /// Add to the cost breakdown.
-    fn add_cost(&mut self, add: &CostLine) {
+    fn add_cost(&mut self, agent: &str, model: &str, add: impl FnOnce(&mut CostLine)) {
         let i = match self
             .costs
             .iter()
-            .position(|c| c.agent == add.agent && c.model == add.model)
+            .position(|c| c.agent == agent && c.model == model)
         {
             Some(i) => i,
             None => {
                 self.costs.push(CostLine {
-                    agent: add.agent.clone(),
-                    model: add.model.clone(),
+                    agent: agent.to_string(),
+                    model: model.to_string(),
                     ..CostLine::default()
                 });
                 self.costs.len() - 1
             }
         };
-        let line = &mut self.costs[i];
-        line.model_calls += add.model_calls;
-        line.input_tokens += add.input_tokens;
-        line.output_tokens += add.output_tokens;
-        line.cost_usd += add.cost_usd;
+        add(&mut self.costs[i]);
     }
 
     /// Forget the delegated tasks under a step's task that ended (their replies, if any
     /// arrive, find no task).
     fn drop_delegations(&mut self, root: u64) {
-        if self.tasks.values().any(|t| t.delegation.is_some()) {
-            self.tasks
-                .retain(|_, t| t.delegation.as_ref().is_none_or(|d| d.root != root));
-        }
+        self.tasks
+            .retain(|_, t| t.delegation.as_ref().is_none_or(|d| d.root != root));
     }
 
     fn count_call(
