@@ -435,64 +435,72 @@ fn cannot_return(column: &str, type_name: &str, why: impl fmt::Display) -> Query
     ))
 }
 
+/// Bind the parameters, fetch at most `max_rows` rows, name the columns and turn each cell into
+/// JSON with `$cell`: the same steps for every dialect, whose row and cell types differ.
+macro_rules! query_json {
+    ($conn:ident, $query:ident, $params:ident, $max_rows:ident, $row:ty, $cell:path) => {{
+        let mut q = sqlx::query(AssertSqlSafe($query.to_string())).persistent(false);
+        for p in $params {
+            q = match p {
+                Value::Null => q.bind(None::<String>),
+                Value::Bool(b) => q.bind(*b),
+                Value::Number(n) => match n.as_i64() {
+                    Some(i) => q.bind(i),
+                    None => q.bind(n.as_f64().unwrap_or(f64::NAN)),
+                },
+                Value::String(s) => q.bind(s.clone()),
+                other => q.bind(other.to_string()),
+            };
+        }
+        let mut rows: Vec<$row> = Vec::new();
+        let mut truncated = false;
+        {
+            let mut stream = q.fetch(&mut *$conn);
+            while let Some(row) = stream.try_next().await? {
+                if rows.len() == $max_rows {
+                    truncated = true;
+                    break;
+                }
+                rows.push(row);
+            }
+        }
+        let columns: Vec<String> = match rows.first() {
+            Some(row) => row.columns().iter().map(|c| c.name().to_string()).collect(),
+            None => match $conn
+                .prepare(AssertSqlSafe($query.to_string()).into_sql_str())
+                .await
+            {
+                Ok(stmt) => sqlx::Statement::columns(&stmt)
+                    .iter()
+                    .map(|c| c.name().to_string())
+                    .collect(),
+                Err(_) => Vec::new(),
+            },
+        };
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let mut cells = Vec::with_capacity(row.len());
+            for i in 0..row.len() {
+                cells.push($cell(row, i)?);
+            }
+            out.push(Value::Array(cells));
+        }
+        Ok(json!({
+            "columns": columns,
+            "rows": out,
+            "row_count": out.len(),
+            "truncated": truncated,
+        }))
+    }};
+}
+
 async fn sqlite_query(
     conn: &mut SqliteConnection,
     query: &str,
     params: &[Value],
     max_rows: usize,
 ) -> Result<Value, QueryError> {
-    let mut q = sqlx::query(AssertSqlSafe(query.to_string())).persistent(false);
-    for p in params {
-        q = match p {
-            Value::Null => q.bind(None::<String>),
-            Value::Bool(b) => q.bind(*b),
-            Value::Number(n) => match n.as_i64() {
-                Some(i) => q.bind(i),
-                None => q.bind(n.as_f64().unwrap_or(f64::NAN)),
-            },
-            Value::String(s) => q.bind(s.clone()),
-            other => q.bind(other.to_string()),
-        };
-    }
-    let mut rows: Vec<SqliteRow> = Vec::new();
-    let mut truncated = false;
-    {
-        let mut stream = q.fetch(&mut *conn);
-        while let Some(row) = stream.try_next().await? {
-            if rows.len() == max_rows {
-                truncated = true;
-                break;
-            }
-            rows.push(row);
-        }
-    }
-    let columns: Vec<String> = match rows.first() {
-        Some(row) => row.columns().iter().map(|c| c.name().to_string()).collect(),
-        None => match conn
-            .prepare(AssertSqlSafe(query.to_string()).into_sql_str())
-            .await
-        {
-            Ok(stmt) => sqlx::Statement::columns(&stmt)
-                .iter()
-                .map(|c| c.name().to_string())
-                .collect(),
-            Err(_) => Vec::new(),
-        },
-    };
-    let mut out = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let mut cells = Vec::with_capacity(row.len());
-        for i in 0..row.len() {
-            cells.push(sqlite_cell(row, i)?);
-        }
-        out.push(Value::Array(cells));
-    }
-    Ok(json!({
-        "columns": columns,
-        "rows": out,
-        "row_count": out.len(),
-        "truncated": truncated,
-    }))
+    query_json!(conn, query, params, max_rows, SqliteRow, sqlite_cell)
 }
 
 fn sqlite_cell(row: &SqliteRow, i: usize) -> Result<Value, QueryError> {
@@ -615,68 +623,22 @@ async fn postgres_query(
     params: &[Value],
     max_rows: usize,
 ) -> Result<Value, QueryError> {
-    let mut q = sqlx::query(AssertSqlSafe(query.to_string())).persistent(false);
-    for p in params {
-        q = match p {
-            Value::Null => q.bind(None::<String>),
-            Value::Bool(b) => q.bind(*b),
-            Value::Number(n) => match n.as_i64() {
-                Some(i) => q.bind(i),
-                None => q.bind(n.as_f64().unwrap_or(f64::NAN)),
-            },
-            Value::String(s) => q.bind(s.clone()),
-            other => q.bind(other.to_string()),
-        };
-    }
-    let mut rows: Vec<PgRow> = Vec::new();
-    let mut truncated = false;
-    {
-        let mut stream = q.fetch(&mut *conn);
-        while let Some(row) = stream.try_next().await? {
-            if rows.len() == max_rows {
-                truncated = true;
-                break;
-            }
-            rows.push(row);
-        }
-    }
-    let columns: Vec<String> = match rows.first() {
-        Some(row) => row.columns().iter().map(|c| c.name().to_string()).collect(),
-        None => match conn
-            .prepare(AssertSqlSafe(query.to_string()).into_sql_str())
-            .await
-        {
-            Ok(stmt) => sqlx::Statement::columns(&stmt)
-                .iter()
-                .map(|c| c.name().to_string())
-                .collect(),
-            Err(_) => Vec::new(),
-        },
+    query_json!(conn, query, params, max_rows, PgRow, pg_cell)
+}
+
+fn pg_cell(row: &PgRow, i: usize) -> Result<Value, QueryError> {
+    let column = &row.columns()[i];
+    let raw = row.try_get_raw(i)?;
+    let fail = |why: String| cannot_return(column.name(), column.type_info().name(), why);
+    let cell = if raw.is_null() {
+        Value::Null
+    } else if raw.format() == PgValueFormat::Text {
+        json!(raw.as_str().map_err(|e| fail(e.to_string()))?)
+    } else {
+        let bytes = raw.as_bytes().map_err(|e| fail(e.to_string()))?;
+        pg_binary(column.type_info(), bytes).map_err(fail)?
     };
-    let mut out = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let mut cells = Vec::with_capacity(row.len());
-        for (i, column) in row.columns().iter().enumerate() {
-            let raw = row.try_get_raw(i)?;
-            let fail = |why: String| cannot_return(column.name(), column.type_info().name(), why);
-            let cell = if raw.is_null() {
-                Value::Null
-            } else if raw.format() == PgValueFormat::Text {
-                json!(raw.as_str().map_err(|e| fail(e.to_string()))?)
-            } else {
-                let bytes = raw.as_bytes().map_err(|e| fail(e.to_string()))?;
-                pg_binary(column.type_info(), bytes).map_err(fail)?
-            };
-            cells.push(cell);
-        }
-        out.push(Value::Array(cells));
-    }
-    Ok(json!({
-        "columns": columns,
-        "rows": out,
-        "row_count": out.len(),
-        "truncated": truncated,
-    }))
+    Ok(cell)
 }
 
 fn pg_binary(ty: &sqlx::postgres::PgTypeInfo, bytes: &[u8]) -> Result<Value, String> {
